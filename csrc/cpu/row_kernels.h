@@ -1,0 +1,36 @@
+// CPU row kernels: the per-row work of each pass (row_math.h) spread over rows with
+// at::parallel_for. Every tensor argument is contiguous and on the CPU; outputs are written
+// in place. Shapes in comments; b = rows in the block.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace divaext::cpu {
+
+struct RowKernels {
+  static void loo_rows(const at::Tensor& z /*[b,d]*/, const at::Tensor& yhat /*[b,k]*/,
+                       const at::Tensor& y /*[b,k]*/, const at::Tensor& a /*[b]*/,
+                       at::Tensor f /*[b,k] out*/, at::Tensor h /*[b] out*/);
+  static void loss_grad(const at::Tensor& f /*[n,k]*/, const at::Tensor& y /*[n,k]*/,
+                        const at::Tensor& w /*[n]*/, int64_t kind, at::Tensor g /*[n,k] out*/,
+                        at::Tensor loss /*[n] float64 out*/);
+  static void vjp_scalars(const at::Tensor& f /*[b,k]*/, const at::Tensor& y /*[b,k]*/,
+                          const at::Tensor& a /*[b]*/, const at::Tensor& h /*[b]*/,
+                          const at::Tensor& g /*[b,k]*/, at::Tensor c /*[b] out*/,
+                          at::Tensor u /*[b,k] out*/);
+  // loo_rows + loss_grad + vjp_scalars of the same rows, in one sweep (the fused pass).
+  static void loo_grad(const at::Tensor& z /*[b,d]*/, const at::Tensor& yhat /*[b,k]*/,
+                       const at::Tensor& y /*[b,k]*/, const at::Tensor& a /*[b]*/,
+                       const at::Tensor& w /*[b]*/, int64_t kind, at::Tensor f /*[b,k] out*/,
+                       at::Tensor h /*[b] out*/, at::Tensor g /*[b,k] out*/,
+                       at::Tensor loss /*[b] float64 out*/, at::Tensor c /*[b] out*/,
+                       at::Tensor u /*[b,k] out*/);
+  static void vjp_rows(const at::Tensor& o /*[b,d+k] = x [tE | tP̃]*/,
+                       const at::Tensor& eigenvalues /*[d] float64*/, const at::Tensor& f /*[b,k]*/,
+                       const at::Tensor& y /*[b,k]*/, const at::Tensor& a /*[b]*/,
+                       const at::Tensor& h /*[b]*/, const at::Tensor& g /*[b,k]*/,
+                       at::Tensor grad /*[b] out*/);
+  static void val_rows(const at::Tensor& xwp /*[b,2k]*/, const at::Tensor& y /*[b,k]*/,
+                       at::Tensor grad /*[b] out*/);
+};
+
+}  // namespace divaext::cpu

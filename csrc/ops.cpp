@@ -1,0 +1,39 @@
+// Every divaext op schema, in one place. Kernels are registered per device where they are
+// written (cpu/register.cpp, cuda/register.cpp); fake (meta) kernels in python/divaext/_ops.py.
+//
+// The dataset derivative is a few streaming passes over row blocks of X (see
+// shared notes/math.md and csrc/README.md). Each pass is one op, so the same ops serve a
+// single tensor, a sharded tensor (all-reduce the d×d / d×k sums between passes) and a stream
+// of blocks read from disk (sum the d×d / d×k results over blocks).
+//
+// Shapes: x [n,d] float32|float64 (any strides), y [n,k] targets in x's dtype, a [n] weights,
+// matrices that are solved or factorised (M, B, t, v, C, XtU, r, p, w) are float64.
+#include <torch/library.h>
+
+TORCH_LIBRARY(divaext, m) {
+  // Pass 1. M = Xᵀ diag(a) X (no ridge term), B = Xᵀ diag(a) Y; both float64, [d,d] and [d,k].
+  m.def("gram(Tensor x, Tensor a, Tensor y, int block_rows=0) -> (Tensor, Tensor)");
+  // Pass 2. With t = L⁻ᵀ (upper triangular, L Lᵀ = M + lam I) and v = tᵀ B: whitened rows
+  // z = x t, leverage h = |z|², fit ŷ = z v, LOO prediction f = (ŷ − a h y) / (1 − a h).
+  // Raises if 1 − a h <= min_denominator for some row. Returns f [n,k], h [n] in x's dtype.
+  m.def("loo_rows(Tensor x, Tensor y, Tensor a, Tensor t, Tensor v, float min_denominator, "
+        "int block_rows=0) -> (Tensor, Tensor)");
+  // Per-row loss of predictions f against targets y, weighted by w [n]: returns the weighted
+  // loss sum (float64, 0-d) and g = ∂(sum)/∂f [n,k]. kind: 0 mse, 1 ce, 2 ce on misclassified.
+  m.def("loss_grad(Tensor f, Tensor y, Tensor w, int kind) -> (Tensor, Tensor)");
+  // Passes 2 + A fused for a loss known up front (w [n] loss weights, kind as in loss_grad):
+  // f, h, g = w ∂ℓ/∂f (unnormalised), Σ w ℓ (float64 0-d), and the whitened backward sums
+  // C̃ = Zᵀ diag(c) Z [d,d], P̃ = Zᵀ U [d,k] (float64), c = a (g·e)/D, U = g/D, e = y − f.
+  m.def("loo_grad(Tensor x, Tensor y, Tensor a, Tensor w, Tensor t, Tensor v, int kind, "
+        "float min_denominator, int block_rows=0) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Backward pass A alone, for any upstream g = ∂L/∂f [n,k]: C̃ and P̃ as in loo_grad.
+  m.def("vjp_gram(Tensor x, Tensor y, Tensor a, Tensor f, Tensor h, Tensor g, Tensor t, "
+        "int block_rows=0) -> (Tensor, Tensor)");
+  // Backward pass B. With C̃ = E Λ Eᵀ, basis = [t E | t P̃] [d,d+k] and eigenvalues = Λ [d]:
+  // ∂L/∂a_j = D_j (P̃ᵀz_j)·e_j + Σ_m λ_m (Eᵀz_j)_m² − h_j (g_j·e_j) − c_j h_j². Returns [n].
+  m.def("vjp_rows(Tensor x, Tensor y, Tensor a, Tensor f, Tensor h, Tensor g, Tensor basis, "
+        "Tensor eigenvalues, int block_rows=0) -> Tensor");
+  // Validation derivative (paper Prop. 2): with w = S B (ridge weights) and p = S X_vᵀ G_v,
+  // ∂L_val/∂a_j = (x_jᵀ p)·(y_j − x_jᵀ w). Returns [n].
+  m.def("val_rows(Tensor x, Tensor y, Tensor w, Tensor p, int block_rows=0) -> Tensor");
+}

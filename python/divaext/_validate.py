@@ -1,0 +1,121 @@
+"""Input checks of the public API. Every failure names the argument and the problem."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+LOSSES = {"mse": 0, "ce": 1, "ce_misclassified": 2}
+
+
+def as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. memmaps)
+            x = np.array(x)
+        return torch.from_numpy(x)
+    raise TypeError(f"divaext: {name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def check_features(x, name: str = "features") -> torch.Tensor:
+    x = as_tensor(x, name)
+    if x.dim() != 2:
+        raise ValueError(f"divaext: {name} must be 2-D (n, d), got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"divaext: {name} must be float32 or float64, got {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"divaext: {name} is empty (0 samples)")
+    if x.shape[1] == 0:
+        raise ValueError(f"divaext: {name} has 0 feature dimensions")
+    return x
+
+
+def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str = "labels") -> torch.Tensor:
+    """int class indices (n,) -> one-hot (n, k) in x's dtype; float (n, k) targets pass through."""
+    y = as_tensor(labels, name)
+    n = x.shape[0]
+    if y.device != x.device:
+        raise ValueError(f"divaext: {name} are on {y.device} but the features are on {x.device}")
+    if y.dim() == 1:
+        if y.dtype in (torch.bool,) or y.is_floating_point() or y.is_complex():
+            raise TypeError(
+                f"divaext: {name} must be integer class indices (n,) or float targets (n, k), "
+                f"got a 1-D {y.dtype} tensor")
+        if y.shape[0] != n:
+            raise ValueError(f"divaext: {name} has {y.shape[0]} entries but features have {n} rows")
+        y = y.long()
+        lo, hi = int(y.min()), int(y.max())
+        k = hi + 1 if num_classes is None else int(num_classes)
+        if lo < 0 or hi >= k:
+            bad = int(torch.nonzero((y < 0) | (y >= k))[0, 0])
+            raise ValueError(
+                f"divaext: {name} out of range: sample {bad} has label {int(y[bad])}, "
+                f"expected 0 <= label < {k}" + ("" if num_classes is None else " (num_classes)"))
+        return torch.nn.functional.one_hot(y, k).to(x.dtype)
+    if y.dim() == 2:
+        if not y.is_floating_point():
+            raise TypeError(f"divaext: 2-D {name} must be float targets (n, k), got {y.dtype}")
+        if y.dtype != x.dtype:
+            raise TypeError(f"divaext: {name} have dtype {y.dtype} but the features have {x.dtype}")
+        if y.shape[0] != n:
+            raise ValueError(f"divaext: {name} has {y.shape[0]} rows but features have {n} rows")
+        if num_classes is not None and y.shape[1] != num_classes:
+            raise ValueError(f"divaext: {name} has {y.shape[1]} columns but num_classes={num_classes}")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError(f"divaext: {name} contain NaN or Inf")
+        return y
+    raise ValueError(f"divaext: {name} must be (n,) class indices or (n, k) targets, got shape {tuple(y.shape)}")
+
+
+def check_weights(weights, x: torch.Tensor, name: str = "weights") -> torch.Tensor:
+    n = x.shape[0]
+    if weights is None:
+        return torch.ones(n, dtype=x.dtype, device=x.device)
+    a = as_tensor(weights, name)
+    if a.device != x.device:
+        raise ValueError(f"divaext: {name} are on {a.device} but the features are on {x.device}")
+    if a.dim() != 1 or a.shape[0] != n:
+        raise ValueError(f"divaext: {name} must have shape ({n},) to match the features, got {tuple(a.shape)}")
+    if a.dtype != x.dtype:
+        raise TypeError(f"divaext: {name} have dtype {a.dtype} but the features have {x.dtype}")
+    finite = torch.isfinite(a)
+    if not bool(finite.all()):
+        bad = int(torch.nonzero(~finite)[0, 0])
+        raise ValueError(f"divaext: {name} contain NaN or Inf (first at sample {bad})")
+    if bool((a < 0).any()):
+        bad = int(torch.nonzero(a < 0)[0, 0])
+        raise ValueError(f"divaext: {name} must be non-negative; sample {bad} has weight {float(a[bad])}")
+    return a
+
+
+def check_lam(lam) -> float:
+    try:
+        lam = float(lam)
+    except (TypeError, ValueError):
+        raise TypeError(f"divaext: lam must be a positive number, got {lam!r}") from None
+    if not (math.isfinite(lam) and lam > 0):
+        raise ValueError(f"divaext: lam must be a finite number > 0, got {lam}")
+    return lam
+
+
+def check_loss(loss: str) -> int:
+    if loss not in LOSSES:
+        raise ValueError(f"divaext: unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+    return LOSSES[loss]
+
+
+def check_same(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
+    if other.device != x.device:
+        raise ValueError(f"divaext: {name} are on {other.device} but the features are on {x.device}")
+    if other.dtype != x.dtype:
+        raise TypeError(f"divaext: {name} have dtype {other.dtype} but the features have {x.dtype}")
+
+
+def min_denominator(dtype: torch.dtype) -> float:
+    """Smallest 1 - a_i h_i we accept. The relative error of D = 1 - a h computed in a dtype
+    with unit roundoff eps is about eps / D, so at D <= sqrt(eps) the LOO prediction (and its
+    derivative, which divides by D twice) has lost at least half of its significant digits."""
+    return math.sqrt(torch.finfo(dtype).eps)
