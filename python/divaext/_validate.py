@@ -54,7 +54,8 @@ def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str
             raise ValueError(
                 f"divaext: {name} out of range: sample {bad} has label {int(y[bad])}, "
                 f"expected 0 <= label < {k}" + ("" if num_classes is None else " (num_classes)"))
-        return torch.nn.functional.one_hot(y, k).to(x.dtype)
+        # Scatter straight into x's dtype: F.one_hot would first build an int64 (n, k) copy.
+        return torch.zeros(n, k, dtype=x.dtype, device=x.device).scatter_(1, y[:, None], 1.0)
     if y.dim() == 2:
         if not y.is_floating_point():
             raise TypeError(f"divaext: 2-D {name} must be float targets (n, k), got {y.dtype}")
