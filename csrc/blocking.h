@@ -1,11 +1,12 @@
-// Device-generic building blocks of the passes: row blocking, and matrix products that skip
-// the half of a symmetric or triangular d×d operand that is known. All products go to ATen
+// Device-generic building blocks of the passes: row blocking, and the symmetric block sums
+// that skip the half of the d×d result that is known. All products go to ATen
 // (MKL/OpenBLAS on CPU, cuBLAS on CUDA); nothing here is per device.
 #pragma once
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/tril.h>
+#include <ATen/ops/zeros.h>
 #include <algorithm>
 
 namespace divaext {
@@ -29,29 +30,34 @@ inline void for_each_panel(int64_t d, F&& f) {
   for (int64_t s = 0; s < d; s += w) f(s, std::min(d, s + w));
 }
 
-// acc [d,d] (float64) += lower-block-triangle of xbᵀ xw, xb and xw [b,d]. Only blocks on or
-// below the diagonal are written; call symmetrize_lower() once all blocks are in.
-inline void add_gram_lower(at::Tensor& acc, const at::Tensor& xb, const at::Tensor& xw) {
-  const int64_t d = xb.size(1);
-  for_each_panel(d, [&](int64_t s, int64_t e) {
-    acc.slice(0, s).slice(1, s, e).add_(at::mm(xb.slice(1, s).t(), xw.slice(1, s, e)));
-  });
-}
+// Accumulates Σ over blocks of xbᵀ xw (a symmetric d×d sum) in float64, computing only the
+// column panels on or below the diagonal. float32 panels are written into a float32 scratch
+// (always the same positions, so its upper blocks stay zero) and added to the float64 sum
+// once per block: one contiguous conversion instead of a strided one per panel.
+class GramAccumulator {
+ public:
+  GramAccumulator(int64_t d, const at::TensorOptions& like)
+      : acc_(at::zeros({d, d}, like.dtype(at::kDouble))),
+        scratch_(like.dtype() == at::kDouble ? at::Tensor() : at::zeros({d, d}, like)) {}
 
-// Mirror the lower triangle into the upper one.
-inline at::Tensor symmetrize_lower(const at::Tensor& acc) {
-  return at::tril(acc) + at::tril(acc, -1).t();
-}
+  void add(const at::Tensor& xb /*[b,d]*/, const at::Tensor& xw /*[b,d]*/) {
+    const int64_t d = xb.size(1);
+    for_each_panel(d, [&](int64_t s, int64_t e) {
+      if (scratch_.defined()) {
+        auto o = scratch_.slice(0, s).slice(1, s, e);
+        at::mm_out(o, xb.slice(1, s).t(), xw.slice(1, s, e));
+      } else {
+        acc_.slice(0, s).slice(1, s, e).addmm_(xb.slice(1, s).t(), xw.slice(1, s, e));
+      }
+    });
+    if (scratch_.defined()) acc_.add_(scratch_);
+  }
 
-// out [b,d] = xb [b,d] @ t [d,d] for t upper (upper=true) or lower triangular, touching only
-// the nonzero part of t, panel by panel. out must not alias xb.
-inline void tri_mm_out(at::Tensor& out, const at::Tensor& xb, const at::Tensor& t, bool upper) {
-  const int64_t d = xb.size(1);
-  for_each_panel(d, [&](int64_t s, int64_t e) {
-    auto o = out.slice(1, s, e);
-    if (upper) at::mm_out(o, xb.slice(1, 0, e), t.slice(0, 0, e).slice(1, s, e));
-    else at::mm_out(o, xb.slice(1, s), t.slice(0, s).slice(1, s, e));
-  });
-}
+  // The full symmetric sum: the lower triangle mirrored into the upper one.
+  at::Tensor result() const { return at::tril(acc_) + at::tril(acc_, -1).t(); }
+
+ private:
+  at::Tensor acc_, scratch_;
+};
 
 }  // namespace divaext

@@ -74,26 +74,26 @@ std::tuple<Tensor, Tensor> gram(const Tensor& x, const Tensor& a, const Tensor& 
   const int64_t k = y.size(1);
   check_like(a, x, "weights", {n});
   check_like(y, x, "targets", {n, k});
-  auto M = at::zeros({d, d}, detail::f64_on(x));
+  GramAccumulator M(d, x.options());
   auto B = at::zeros({d, k}, detail::f64_on(x));
   const int64_t blk = block_rows_for(block_rows, n, d);
   for (int64_t s = 0; s < n; s += blk) {
     const int64_t e = std::min(n, s + blk);
     auto xb = x.slice(0, s, e);
     auto xa = xb * a.slice(0, s, e).unsqueeze(1);  // [b,d]
-    add_gram_lower(M, xb, xa);
+    M.add(xb, xa);
     B.add_(at::mm(xa.t(), y.slice(0, s, e)));
   }
-  M = symmetrize_lower(M);
+  auto Ms = M.result();
   // A NaN/Inf anywhere in x reaches M (0·Inf is NaN too, so zero-weight rows count): one cheap
   // d×d test instead of an n×d mask, and a block scan only to name the row.
-  if (!at::isfinite(M).all().item<bool>() || !at::isfinite(B).all().item<bool>()) {
+  if (!at::isfinite(Ms).all().item<bool>() || !at::isfinite(B).all().item<bool>()) {
     const int64_t row = detail::first_nonfinite_row(x, blk);
     TORCH_CHECK_VALUE(row < 0, "divaext: features contain NaN or Inf (first at row ", row, ")");
     TORCH_CHECK_VALUE(false, "divaext: Xᵀ diag(weights) X overflowed: features or weights are too large "
                       "for ", x.scalar_type(), "; rescale them");
   }
-  return {M, B};
+  return {Ms, B};
 }
 
 // Pass 2: whitened rows z = x t, h = |z|², ŷ = z v, f = (ŷ − a h y) / (1 − a h).
@@ -117,7 +117,7 @@ std::tuple<Tensor, Tensor> loo_rows(const Tensor& x, const Tensor& y, const Tens
   for (int64_t s = 0; s < n; s += blk) {
     const int64_t e = std::min(n, s + blk);
     auto zb = z.slice(0, 0, e - s);
-    tri_mm_out(zb, x.slice(0, s, e), tt, /*upper=*/true);
+    at::mm_out(zb, x.slice(0, s, e), tt);  // t is upper triangular; one full GEMM beats panels
     auto yhat = at::mm(zb, vv);  // [b,k]
     K::loo_rows(zb, yhat, yc.slice(0, s, e), ac.slice(0, s, e), f.slice(0, s, e), h.slice(0, s, e));
   }
@@ -164,20 +164,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
   auto f = at::empty({n, k}, x.options()), g = at::empty({n, k}, x.options());
   auto h = at::empty({n}, x.options());
   auto loss = at::empty({n}, detail::f64_on(x));
-  auto Ct = at::zeros({d, d}, detail::f64_on(x)), Pt = at::zeros({d, k}, detail::f64_on(x));
+  GramAccumulator Ct(d, x.options());
+  auto Pt = at::zeros({d, k}, detail::f64_on(x));
   const int64_t blk = block_rows_for(block_rows, n, d);
   auto z = at::empty({blk, d}, x.options()), c = at::empty({blk}, x.options()), u = at::empty({blk, k}, x.options());
   for (int64_t s = 0; s < n; s += blk) {
     const int64_t e = std::min(n, s + blk);
     auto zb = z.slice(0, 0, e - s), cb = c.slice(0, 0, e - s), ub = u.slice(0, 0, e - s);
-    tri_mm_out(zb, x.slice(0, s, e), tt, /*upper=*/true);
+    at::mm_out(zb, x.slice(0, s, e), tt);  // t is upper triangular; one full GEMM beats panels
     K::loo_grad(zb, at::mm(zb, vv), yc.slice(0, s, e), ac.slice(0, s, e), wc.slice(0, s, e), kind,
                 f.slice(0, s, e), h.slice(0, s, e), g.slice(0, s, e), loss.slice(0, s, e), cb, ub);
-    add_gram_lower(Ct, zb, zb * cb.unsqueeze(1));
+    Ct.add(zb, zb * cb.unsqueeze(1));
     Pt.add_(at::mm(zb.t(), ub));
   }
   detail::check_denominators(ac, h, min_denominator);
-  return std::make_tuple(f, h, g, loss.sum(), symmetrize_lower(Ct), Pt);
+  return std::make_tuple(f, h, g, loss.sum(), Ct.result(), Pt);
 }
 
 // Backward pass A alone (for an upstream gradient g known only after the forward, e.g.
@@ -191,19 +192,20 @@ std::tuple<Tensor, Tensor> vjp_gram(const Tensor& x, const Tensor& y, const Tens
   const auto tt = t.to(x.scalar_type());
   const auto yc = y.contiguous(), ac = a.contiguous(), fc = f.contiguous(), hc = h.contiguous(),
              gc = g.contiguous();
-  auto Ct = at::zeros({d, d}, detail::f64_on(x)), Pt = at::zeros({d, k}, detail::f64_on(x));
+  GramAccumulator Ct(d, x.options());
+  auto Pt = at::zeros({d, k}, detail::f64_on(x));
   const int64_t blk = block_rows_for(block_rows, n, d);
   auto z = at::empty({blk, d}, x.options()), c = at::empty({blk}, x.options()), u = at::empty({blk, k}, x.options());
   for (int64_t s = 0; s < n; s += blk) {
     const int64_t e = std::min(n, s + blk);
     auto zb = z.slice(0, 0, e - s), cb = c.slice(0, 0, e - s), ub = u.slice(0, 0, e - s);
-    tri_mm_out(zb, x.slice(0, s, e), tt, /*upper=*/true);
+    at::mm_out(zb, x.slice(0, s, e), tt);  // t is upper triangular; one full GEMM beats panels
     K::vjp_scalars(fc.slice(0, s, e), yc.slice(0, s, e), ac.slice(0, s, e), hc.slice(0, s, e),
                    gc.slice(0, s, e), cb, ub);
-    add_gram_lower(Ct, zb, zb * cb.unsqueeze(1));
+    Ct.add(zb, zb * cb.unsqueeze(1));
     Pt.add_(at::mm(zb.t(), ub));
   }
-  return {symmetrize_lower(Ct), Pt};
+  return {Ct.result(), Pt};
 }
 
 // Backward pass B: with C̃ = E Λ Eᵀ, one product per block o = x [t E | t P̃] [b, d+k] gives
