@@ -64,7 +64,7 @@ def _grad_term_scale(x, y, a, lam, loss):
     (g,) = torch.autograd.grad(value, f)
     h = _reference_h(x, a, lam)
     terms = h * g.norm(dim=1) * (y - f.detach()).norm(dim=1)
-    return max(float(terms.max()), float(value) / x.shape[0])
+    return max(float(terms.max()), float(value.detach()) / x.shape[0])
 
 
 def _reference_h(x, a, lam):

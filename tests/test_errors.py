@@ -189,7 +189,7 @@ def test_all_zero_loss_weights():
 def test_features_requiring_grad_are_refused():
     x, y, a = data()
     with pytest.raises(RuntimeError, match=r"features requires grad, but divaext differentiates with respect to "
-                                           r"the sample weights only"):
+                                           r"the sample weights only; pass features.detach\(\)"):
         divaext.loo_predictions(x.requires_grad_(), y, a)
 
 

@@ -11,6 +11,9 @@ import torch  # noqa: F401  (must be imported before the compiled core)
 
 from ._ops import _C
 from .derivative import Derivative, loo_derivative, loo_predictions, val_derivative
+from . import distributed, streaming, workflows
+from .workflows import (AugmentResult, DetectResult, ExtendResult, LabelNameResult, LambdaResult, ReweightResult,
+                        augmentation_weights, detect, extend, extend_with_label_names, reweight, select_lambda)
 
 __version__ = "0.1.0"
 
@@ -30,4 +33,16 @@ def build_info() -> dict:
     }
 
 
-__all__ = ["Derivative", "build_info", "loo_derivative", "loo_predictions", "val_derivative", "__version__"]
+def __getattr__(name):  # lazy: the estimator imports scikit-learn (~2 s) when it is installed
+    if name == "RidgeClassifier":
+        from .estimator import RidgeClassifier
+        return RidgeClassifier
+    raise AttributeError(f"module 'divaext' has no attribute {name!r}")
+
+
+__all__ = [
+    "Derivative", "build_info", "loo_derivative", "loo_predictions", "val_derivative", "__version__",
+    "distributed", "streaming", "workflows", "detect", "reweight", "extend", "extend_with_label_names", "select_lambda",
+    "augmentation_weights", "RidgeClassifier", "DetectResult", "ReweightResult", "ExtendResult",
+    "LabelNameResult", "LambdaResult", "AugmentResult",
+]

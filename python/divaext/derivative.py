@@ -37,10 +37,12 @@ def _block_rows(x: torch.Tensor, k: int, block_rows: Optional[int]) -> int:
     if block_rows:
         return int(block_rows)
     if x.device.type == "cuda":
-        # Adapt to free memory: a block's temporaries are ~2 rows of d plus a few rows of k.
+        # A block's temporaries are ~2 rows of d plus a few rows of k. 128K rows already keep
+        # the block GEMMs at full cuBLAS speed; fewer when free memory is short, so n is
+        # bounded by the features' own size, not by intermediates.
         free, _ = torch.cuda.mem_get_info(x.device)
         per_row = (2 * x.shape[1] + 4 * k) * x.element_size()
-        return int(max(1024, min(1 << 20, free // 4 // max(per_row, 1))))
+        return int(max(1024, min(1 << 17, free // 8 // max(per_row, 1))))
     return 0  # the C++ default: ~4M elements of x per block
 
 
@@ -59,7 +61,7 @@ def _no_input_grad(**tensors) -> None:
             if isinstance(t, torch.Tensor) and t.requires_grad:
                 raise RuntimeError(
                     f"divaext: {name} requires grad, but divaext differentiates with respect to the "
-                    "sample weights only; pass {name}.detach()")
+                    f"sample weights only; pass {name}.detach()")
 
 
 class _Factor(NamedTuple):

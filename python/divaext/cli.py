@@ -1,0 +1,448 @@
+"""``divaext detect | reweight | extend | demo``: the workflows from the command line.
+
+Features come from .npy/.npz/.pt files, labels from .npy/.npz/.pt/.csv/.parquet (see
+:mod:`divaext.io`); results go to a CSV or JSON file chosen by its extension, plus an optional
+plot. Every output is staged in a temporary file and moved into place only when the whole
+command has succeeded, so a failing command leaves nothing behind. Errors print one line
+``divaext <command>: error: <what is wrong>`` to stderr and exit with status 1 (2 for bad
+command-line usage, as argparse does).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import io as dio
+from .features import _progress
+
+LOSSES = ("ce_misclassified", "ce", "mse")
+
+
+# ---------------------------------------------------------------------------------------
+# argument types
+
+
+def _lam(text: str):
+    """--lam: a positive number, or "loo" (chosen by leave-one-out error over a grid)."""
+    if text.strip().lower() == "loo":
+        return "loo"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'loo', got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# the parser
+
+
+def _default_loss(command: str) -> str:
+    """The workflow's own default loss (they differ: see divaext.workflows.detect)."""
+    from . import workflows
+
+    return inspect.signature(getattr(workflows, command)).parameters["loss"].default
+
+
+def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional[str], loss_default: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--features-key", metavar="KEY", help="array name inside .npz/.pt feature files")
+    g.add_argument("--labels-key", metavar="KEY", help="array name inside .npz/.pt label files")
+    g.add_argument("--labels-column", metavar="COL", help="column (name or 0-based index) of .csv/.parquet labels")
+    g.add_argument("--num-classes", type=_positive_int, metavar="K",
+                   help="number of classes (default: largest label + 1)")
+    m = p.add_argument_group("model")
+    m.add_argument("--lam", type=_lam, default="loo", metavar="LAM",
+                   help="ridge strength > 0, or 'loo' to choose it by leave-one-out error (default)")
+    m.add_argument("--loss", choices=LOSSES, default=None,
+                   help=f"loss on the LOO (or validation) predictions (default: {loss_default})")
+    m.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
+    m.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    o = p.add_argument_group("output")
+    o.add_argument("-o", "--output", required=True, metavar="PATH", help=output_help)
+    if plot_help:
+        o.add_argument("--plot", metavar="PATH", help=plot_help + " (.png/.pdf/.svg; needs matplotlib)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _validation(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("validation set (optional: use a validation loss instead of the LOO loss)")
+    g.add_argument("--val-features", metavar="PATH")
+    g.add_argument("--val-labels", metavar="PATH")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="divaext",
+        description="DIVA dataset derivatives on fixed features: find mislabeled samples, "
+                    "reweight a dataset, or extend it from a pool.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("detect", help="score every sample; flag detrimental ones (score > eps)",
+                       description="Per-sample DIVA score (normalised derivative of the LOO or "
+                                   "validation loss w.r.t. the sample's weight); samples with "
+                                   "score > eps are flagged as detrimental.")
+    p.add_argument("features", help="(n, d) features: .npy, .npz or .pt")
+    p.add_argument("labels", help="(n,) labels: .npy, .npz, .pt, .csv or .parquet")
+    _common(p, output_help="scores file, .csv or .json (index, label, score, grad, detrimental)",
+            plot_help="histogram of the scores, flagged vs kept", loss_default=_default_loss("detect"))
+    p.add_argument("--eps", type=_float, default=0.0, help="flag samples with score > eps (default 0)")
+    p.add_argument("--true-labels", metavar="PATH",
+                   help="known clean labels (same format as labels): the histogram then splits "
+                        "clean vs mislabeled, and detection AUC/F1 are printed")
+    _validation(p)
+
+    p = sub.add_parser("reweight", help="a few large gradient steps on the sample weights",
+                       description="Start from weights 1 and take a few gradient steps on the "
+                                   "LOO (or validation) loss, keeping weights >= 0.")
+    p.add_argument("features")
+    p.add_argument("labels")
+    _common(p, output_help="weights file, .csv or .json (index, label, weight)",
+            plot_help="LOO loss per step", loss_default=_default_loss("reweight"))
+    p.add_argument("--steps", type=_positive_int, default=2, help="gradient steps (default 2)")
+    p.add_argument("--step-size", type=_positive_float, help="step size (default: the library's)")
+    _validation(p)
+
+    p = sub.add_parser("extend", help="select pool samples that lower the core's LOO loss",
+                       description="Start from the core set (weights 1) and repeatedly add the "
+                                   "pool samples with the most negative derivative, a batch per "
+                                   "round, until none is negative or the budget is spent.")
+    p.add_argument("core_features")
+    p.add_argument("core_labels")
+    p.add_argument("pool_features")
+    p.add_argument("pool_labels")
+    _common(p, output_help="selection file, .csv or .json (rank, pool_index, label, round)",
+            plot_help="test error vs number of added samples (needs --test-features/--test-labels)",
+            loss_default=_default_loss("extend"))
+    p.add_argument("--batch-size", type=_positive_int, help="pool samples added per round")
+    p.add_argument("--budget", type=_positive_int, help="at most this many pool samples")
+    p.add_argument("--test-features", metavar="PATH", help="test set for the error curve")
+    p.add_argument("--test-labels", metavar="PATH")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-order baseline in the plot")
+
+    p = sub.add_parser("demo", help="the packaged TREC demo: noise, detect, reweight, report",
+                       description="Inject label noise into the shipped TREC question features, "
+                                   "detect the mislabeled samples, reweight, and report detection "
+                                   "AUC/F1 and the test-accuracy change. Runs in seconds, offline.")
+    p.add_argument("--out", default="divaext-demo", metavar="DIR",
+                   help="directory for the plots and summary.json (default ./divaext-demo)")
+    p.add_argument("--noise", type=_float, default=0.2, help="fraction of labels to corrupt (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--no-plots", action="store_true", help="skip the plots (no matplotlib needed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# shared steps
+
+
+class _Classes:
+    """Class names shared by every labels file of one command, so that their indices agree
+    (core vs pool, labels vs true labels, …): the first file with names fixes their order,
+    names first seen in a later file are appended."""
+
+    def __init__(self):
+        self.names: Optional[List[str]] = None
+        self.kind: Optional[str] = None  # "names" | "indices"
+
+    def encode(self, labels: dio.Labels, path: str) -> np.ndarray:
+        kind = "indices" if labels.classes is None else "names"
+        if self.kind is not None and kind != self.kind:
+            raise dio.InputError(f"{path!r} holds class {kind} but another labels file holds class "
+                                 f"{self.kind}; use one kind for all labels")
+        self.kind = kind
+        if labels.classes is None:
+            return labels.y
+        if self.names is None:
+            self.names = []
+        index = {name: i for i, name in enumerate(self.names)}
+        for name in labels.classes:
+            if name not in index:
+                index[name] = len(self.names)
+                self.names.append(name)
+        return np.asarray([index[name] for name in labels.classes], dtype=np.int64)[labels.y]
+
+    def show(self, y: np.ndarray) -> np.ndarray:
+        """Labels as written to the output: the class names when the input had names."""
+        return np.asarray(self.names, dtype=object)[y] if self.names else y
+
+
+def _load_labels(args, path: str) -> np.ndarray:
+    return args.classes.encode(dio.load_labels(path, args.labels_key, args.labels_column), path)
+
+
+def _load_xy(args, features: str, labels: str, what: str):
+    """(features tensor on args.device in args.dtype, labels tensor int64 on the same device)."""
+    x = dio.load_features(features, args.features_key)
+    y = _load_labels(args, labels)
+    if len(y) != len(x):
+        raise dio.InputError(f"{what}: {labels!r} has {len(y)} labels but {features!r} has {len(x)} rows")
+    dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    return torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device)
+
+
+def _resolve_lam(args, x, y, weights=None) -> float:
+    if args.lam != "loo":
+        return float(args.lam)
+    from .workflows import select_lambda
+
+    return float(select_lambda(x, y, weights, num_classes=args.num_classes).lam)
+
+
+def _optional_val(args, d_features: int):
+    if (args.val_features is None) != (args.val_labels is None):
+        raise dio.InputError("give both --val-features and --val-labels, or neither")
+    if args.val_features is None:
+        return {}
+    xv, yv = _load_xy(args, args.val_features, args.val_labels, "validation set")
+    if xv.shape[1] != d_features:
+        raise dio.InputError(f"validation features have {xv.shape[1]} columns but the features have {d_features}")
+    return {"val_features": xv, "val_labels": yv}
+
+
+def _check_outputs(args) -> None:
+    """Fail on a bad output path or a missing matplotlib before any computation."""
+    dio.check_table_path(args.output)
+    if getattr(args, "plot", None):
+        from . import plots
+
+        plots.require_matplotlib()
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_detect(args) -> None:
+    from .demo import detection_metrics
+    from .workflows import detect
+
+    args.loss = args.loss or _default_loss("detect")
+    _check_outputs(args)
+    x, y = _load_xy(args, args.features, args.labels, "detect")
+    true_y = None
+    if args.true_labels:
+        true_y = _load_labels(args, args.true_labels)
+        if len(true_y) != len(y):
+            raise dio.InputError(f"--true-labels has {len(true_y)} labels but the features have {len(y)} rows")
+    val = _optional_val(args, x.shape[1])
+    lam = _resolve_lam(args, x, y)
+    t0 = time.perf_counter()
+    res = detect(x, y, lam=lam, loss=args.loss, eps=args.eps, num_classes=args.num_classes, **val)
+    seconds = time.perf_counter() - t0
+    scores, flagged, labels = _np(res.scores), _np(res.detrimental).astype(bool), _np(y)
+    meta = {"command": "detect", "lam": lam, "loss": args.loss, "eps": args.eps, "loss_value": float(res.loss),
+            "n": len(labels), "n_detrimental": int(flagged.sum()), "seconds": seconds}
+    columns = {"index": np.arange(len(labels)), "label": args.classes.show(labels), "score": scores,
+               "grad": _np(res.grad), "detrimental": flagged.astype(int)}
+    mislabeled = None
+    if true_y is not None:
+        mislabeled = true_y != labels
+        columns["mislabeled"] = mislabeled.astype(int)
+        meta.update(detection_metrics(scores, flagged, mislabeled)._asdict())
+    with dio.StagedOutputs() as out:
+        dio.write_table(out.path(args.output), columns, meta)
+        if args.plot:
+            from . import plots
+
+            plots.score_histogram(scores, out.path(args.plot), flagged=flagged, mislabeled=mislabeled,
+                                  eps=args.eps, title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
+    print(f"detect: {meta['n_detrimental']} of {meta['n']} samples detrimental (score > {args.eps:g}); "
+          f"λ={lam:.4g}, {args.loss} loss {meta['loss_value']:.4f}, {seconds:.2f} s")
+    if true_y is not None:
+        print(f"detect: known noise {int(mislabeled.sum())} samples: AUC {meta['auc']:.3f}, F1 {meta['f1']:.3f} "
+              f"(precision {meta['precision']:.3f}, recall {meta['recall']:.3f})")
+    _print_written(args)
+
+
+def cmd_reweight(args) -> None:
+    from .workflows import reweight
+
+    args.loss = args.loss or _default_loss("reweight")
+    _check_outputs(args)
+    x, y = _load_xy(args, args.features, args.labels, "reweight")
+    val = _optional_val(args, x.shape[1])
+    lam = _resolve_lam(args, x, y)
+    kwargs = {} if args.step_size is None else {"step_size": args.step_size}
+    t0 = time.perf_counter()
+    res = reweight(x, y, lam=lam, loss=args.loss, steps=args.steps, num_classes=args.num_classes,
+                   progress=not args.no_progress, **kwargs, **val)
+    seconds = time.perf_counter() - t0
+    weights, labels = _np(res.weights), _np(y)
+    losses = [float(v) for v in res.losses]
+    meta = {"command": "reweight", "lam": lam, "loss": args.loss, "steps": args.steps,
+            "step_size": args.step_size, "losses": ", ".join(f"{v:.6g}" for v in losses),
+            "n": len(labels), "n_zero_weight": int((weights == 0).sum()), "seconds": seconds}
+    with dio.StagedOutputs() as out:
+        dio.write_table(out.path(args.output), {"index": np.arange(len(labels)), "label": args.classes.show(labels),
+                                                "weight": weights}, meta)
+        if args.plot:
+            from . import plots
+
+            plots.loss_curve(losses, out.path(args.plot), ylabel=f"{'validation' if val else 'LOO'} {args.loss} loss")
+    print(f"reweight: {args.steps} step(s), λ={lam:.4g}, loss " + " → ".join(f"{v:.4f}" for v in losses)
+          + f"; {meta['n_zero_weight']} of {len(labels)} weights at 0; {seconds:.2f} s")
+    _print_written(args)
+
+
+def cmd_extend(args) -> None:
+    from .workflows import extend
+
+    args.loss = args.loss or _default_loss("extend")
+    _check_outputs(args)
+    if args.plot and (args.test_features is None or args.test_labels is None):
+        raise dio.InputError("--plot for extend draws test error: give --test-features and --test-labels")
+    if (args.test_features is None) != (args.test_labels is None):
+        raise dio.InputError("give both --test-features and --test-labels, or neither")
+    xc, yc = _load_xy(args, args.core_features, args.core_labels, "core set")
+    xp, yp = _load_xy(args, args.pool_features, args.pool_labels, "pool")
+    if xp.shape[1] != xc.shape[1]:
+        raise dio.InputError(f"pool features have {xp.shape[1]} columns but core features have {xc.shape[1]}")
+    test = None
+    if args.test_features is not None:
+        test = _load_xy(args, args.test_features, args.test_labels, "test set")
+        if test[0].shape[1] != xc.shape[1]:
+            raise dio.InputError(f"test features have {test[0].shape[1]} columns but core features have {xc.shape[1]}")
+    k = args.num_classes or int(max(int(yc.max()), int(yp.max()))) + 1
+    lam = _resolve_lam(args, xc, yc)
+    t0 = time.perf_counter()
+    res = extend(xc, yc, xp, yp, lam=lam, loss=args.loss, batch_size=args.batch_size, budget=args.budget,
+                 num_classes=k, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    order = _np(res.order).astype(np.int64)
+    rounds = _round_of_each(res.rounds, len(order))
+    meta = {"command": "extend", "lam": lam, "loss": args.loss, "n_core": len(yc), "n_pool": len(yp),
+            "n_selected": len(order), "rounds": len(res.rounds),
+            "losses": ", ".join(f"{float(v):.6g}" for v in res.losses), "seconds": seconds}
+    curve = None
+    if test is not None:
+        curve = _error_curve(xc, yc, xp, yp, order, test, lam, k, args.seed, not args.no_progress)
+        meta["test_error_core"] = curve["errors"]["DIVA"][0]
+        meta["test_error_selected"] = curve["errors"]["DIVA"][-1]
+    with dio.StagedOutputs() as out:
+        dio.write_table(out.path(args.output), {"rank": np.arange(len(order)), "pool_index": order,
+                                                "label": args.classes.show(_np(yp)[order]), "round": rounds}, meta)
+        if args.plot:
+            from . import plots
+
+            plots.error_curve(curve["counts"], curve["errors"], out.path(args.plot))
+    print(f"extend: selected {len(order)} of {len(yp)} pool samples in {len(res.rounds)} round(s); "
+          f"λ={lam:.4g}; {seconds:.2f} s")
+    if curve is not None:
+        print(f"extend: test error {meta['test_error_core']:.4f} (core only) → "
+              f"{meta['test_error_selected']:.4f} (core + selected); random order of the same size: "
+              f"{curve['errors']['random'][-1]:.4f}")
+    _print_written(args)
+
+
+def _round_of_each(rounds: Sequence[int], n: int) -> np.ndarray:
+    """(n,) 1-based round in which each selected sample was added; ``rounds`` are the
+    cumulative selection counts of ExtendResult (rounds[0] = 0, the core alone)."""
+    per_round = np.diff(np.asarray([int(r) for r in rounds], dtype=np.int64))
+    out = np.repeat(np.arange(1, len(per_round) + 1), per_round)
+    assert len(out) == n, "ExtendResult.rounds must end at the number of selected samples"
+    return out
+
+
+def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress) -> dict:
+    """Test error of the ridge classifier (fixed λ) on core + the first m selected pool
+    samples, for up to 20 values of m, for the DIVA order and for one random order."""
+    from .estimator import RidgeClassifier
+
+    xt, yt = test
+    n_sel = len(order)
+    counts = sorted(set(np.linspace(0, n_sel, num=min(n_sel, 19) + 1).round().astype(int).tolist()))
+    rng = np.random.default_rng(seed)
+    orders = {"DIVA": order, "random": rng.permutation(len(yp))[:n_sel]}
+    errors = {name: [] for name in orders}
+    for m in _progress(counts, len(counts), progress, "test error curve"):
+        for name, o in orders.items():
+            idx = torch.as_tensor(o[:m], device=xp.device)
+            clf = RidgeClassifier(lam=lam, num_classes=k).fit(torch.cat([xc, xp[idx]]), torch.cat([yc, yp[idx]]))
+            errors[name].append(1.0 - float(clf.score(xt, yt)))
+    return {"counts": {name: counts for name in orders}, "errors": errors}
+
+
+def cmd_demo(args) -> None:
+    from .demo import format_report, run_demo
+
+    result = run_demo(out_dir=args.out, noise=args.noise, seed=args.seed, plots=not args.no_plots,
+                      progress=not args.no_progress)
+    print(format_report(result))
+
+
+def _print_written(args) -> None:
+    print(f"wrote {args.output}" + (f" and {args.plot}" if getattr(args, "plot", None) else ""))
+
+
+COMMANDS = {"detect": cmd_detect, "reweight": cmd_reweight, "extend": cmd_extend, "demo": cmd_demo}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the CLI on ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2; argparse printed it)
+        return int(e.code or 0)
+    args.classes = _Classes()
+    try:
+        COMMANDS[args.command](args)
+    except (dio.InputError, ValueError, TypeError, RuntimeError, ImportError, OSError) as e:
+        message = str(e)
+        if message.startswith("divaext: "):
+            message = message[len("divaext: "):]
+        print(f"divaext {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"divaext {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The DIVA workflows on top of the dataset derivative (arXiv 2111.09785, Sec. 5):
+
+- :func:`detect`: flag detrimental samples (derivative > 0) and score them;
+- :func:`reweight`: a few large normalised gradient steps on the sample weights;
+- :func:`extend` / :func:`extend_with_label_names`: grow a core set from a pool;
+- :func:`select_lambda`: the ridge strength by LOO error over a grid, from one eigendecomposition;
+- :func:`augmentation_weights`: each data transformation's share after reweighting.
+
+All accept torch tensors or numpy arrays on CPU or CUDA, compute on the features' device and
+return CPU tensors.
+"""
+from .augment import AugmentResult, augmentation_weights
+from .detect import DetectResult, detect
+from .extend import ExtendResult, LabelNameResult, extend, extend_with_label_names
+from .reweight import ReweightResult, reweight
+from .select_lambda import LambdaResult, default_grid, select_lambda
+
+__all__ = [
+    "AugmentResult", "DetectResult", "ExtendResult", "LabelNameResult", "LambdaResult", "ReweightResult",
+    "augmentation_weights", "default_grid", "detect", "extend", "extend_with_label_names", "reweight",
+    "select_lambda",
+]

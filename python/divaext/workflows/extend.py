@@ -1,0 +1,182 @@
+"""Extend: grow a core set with the pool samples that lower its LOO loss (paper Sec. "Extend").
+
+Core samples have weight 1 and pool samples weight 0. Every round computes the derivative of
+the LOO loss w.r.t. all weights; a pool sample's derivative (at weight 0) is the first-order
+change of that loss if it were added. The round adds the unselected pool samples with the most
+negative derivatives (weight 0 → 1) and stops when none is negative or the budget is spent.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, NamedTuple, Optional
+
+import torch
+
+from .. import _validate as V
+from ..features import _progress
+from . import _common as C
+
+
+class ExtendResult(NamedTuple):
+    """``order``: int64 pool indices in the order they were selected (most useful first);
+    ``losses[r]``: the LOO loss over the core + selected samples when ``rounds[r]`` pool
+    samples had been selected (``rounds[0] = 0``: the core alone; the last entry is the
+    final selection)."""
+
+    order: torch.Tensor
+    losses: List[float]
+    rounds: List[int]
+
+
+class LabelNameResult(NamedTuple):
+    """:class:`ExtendResult` over the label-name rows, plus ``selected`` (r,) bool (which rows
+    were added) and ``label_name_labels`` (r,) int64 (the class of each row)."""
+
+    order: torch.Tensor
+    losses: List[float]
+    rounds: List[int]
+    selected: torch.Tensor
+    label_name_labels: torch.Tensor
+
+
+def extend(core_features, core_labels, pool_features, pool_labels, *, lam: float = 1.0,
+           loss: str = "ce", batch_size: Optional[int] = None, budget: Optional[int] = None,
+           num_classes: Optional[int] = None, progress: bool = False,
+           callback: Optional[Callable[[int, torch.Tensor, float], Optional[bool]]] = None) -> ExtendResult:
+    """Greedily add pool samples to the core set while they lower the core's LOO loss.
+
+    Which loss: the LOO loss is averaged over the core and the already selected samples only
+    (``loss_weights`` 1 there, 0 on the unselected pool). The unselected pool is *not* used as
+    a validation set: its labels are exactly what is not trusted yet (a mislabeled or
+    off-distribution pool would then pull the selection towards itself), and a pool much larger
+    than the core would dominate the objective. A pool sample's own LOO prediction does not
+    depend on its weight, so including selected samples in the loss does not bias their own
+    derivative.
+
+    Loss choice (measured on Gaussian blobs, 50 clean core samples, a pool of 400 with half
+    the labels flipped, 3 seeds × 2 separations × lam 1/10): with ``"ce"`` 70–100% of the first
+    50 selected samples were clean and 0–29 flipped samples were selected in all; with
+    ``"ce_misclassified"`` only 16–54% of the first 50 were clean and about half of the
+    selection was flipped (the few LOO-misclassified core samples are best "fitted" by wrong
+    labels); with ``"mse"`` the whole pool was selected. Hence the default ``"ce"``.
+
+    Cost: one :func:`divaext.loo_derivative` over core + pool per round, O((n_core + n_pool)·d²);
+    core and pool features are concatenated once (one copy of the pool).
+
+    Args:
+        core_features, core_labels: (n_c, d) features and (n_c,) class indices or (n_c, k)
+            float targets of the trusted set.
+        pool_features, pool_labels: (n_p, d) and labels of the same kind, on the same device
+            and dtype as the core features.
+        lam, loss, num_classes: as in :func:`divaext.loo_derivative` (k over core and pool).
+        batch_size: pool samples added per round at most (default: 5% of the pool, at least 1).
+        budget: stop once this many pool samples are selected (default: the whole pool).
+        progress: show a tqdm bar of the rounds when tqdm is installed.
+        callback: ``callback(round, added, loss)`` after every round's selection, with the
+            1-based round, the int64 CPU indices added in it and the loss before it; a truthy
+            return value stops the selection after that round.
+    """
+    xc = C.features(core_features, "core_features")
+    xp = C.features(pool_features, "pool_features")
+    V.check_same(xc, xp, "pool_features")
+    if xp.shape[1] != xc.shape[1]:
+        raise ValueError(f"divaext: pool_features have {xp.shape[1]} columns but core_features have {xc.shape[1]}")
+    yc = C.labels_like(core_labels, xc, "core_labels")
+    yp = C.labels_like(pool_labels, xp, "pool_labels")
+    if yc.dim() != yp.dim():
+        raise ValueError("divaext: core_labels and pool_labels must both be class indices (n,) "
+                         f"or both (n, k) targets, got shapes {tuple(yc.shape)} and {tuple(yp.shape)}")
+    n_c, n_p = xc.shape[0], xp.shape[0]
+    batch_size = C.positive_int(batch_size, "batch_size", allow_none=True) or max(1, math.ceil(0.05 * n_p))
+    budget = min(C.positive_int(budget, "budget", allow_none=True) or n_p, n_p)
+    k = C.num_classes_of(num_classes, yc, yp)
+    lam = V.check_lam(lam)
+    V.check_loss(loss)
+    # Validate each label set with its own name before concatenating (clearer errors).
+    V.check_targets(yc, xc, k, "core_labels")
+    V.check_targets(yp, xp, k, "pool_labels")
+
+    x = torch.cat([xc, xp])
+    y = torch.cat([yc, yp])
+    a = torch.cat([x.new_ones(n_c), x.new_zeros(n_p)])  # core weight 1, pool weight 0
+    pool = slice(n_c, n_c + n_p)
+    order: List[torch.Tensor] = []
+    losses: List[float] = []
+    rounds: List[int] = []
+    n_sel, stop = 0, False
+    for rnd in _progress(range(1, n_p + 2), None, progress, "extend"):
+        # loss_weights = a: 1 on core + selected, 0 on the unselected pool (see docstring).
+        d = C.derivative(x, y, a, lam=lam, loss=loss, num_classes=k, loss_weights=a)
+        losses.append(float(d.loss))
+        rounds.append(n_sel)
+        if stop or n_sel >= budget:
+            break
+        g = d.grad[pool].masked_fill(a[pool] > 0, 0.0)  # selected samples are no candidates
+        n_neg = int((g < 0).sum())
+        if n_neg == 0:
+            break
+        take = min(batch_size, budget - n_sel, n_neg)
+        added = torch.topk(g, take, largest=False, sorted=True).indices
+        a[n_c + added] = 1.0
+        n_sel += take
+        added = added.cpu()
+        order.append(added)
+        # a truthy callback stops after the next pass has recorded the final loss
+        stop = callback is not None and bool(callback(rnd, added, losses[-1]))
+    order_t = torch.cat(order) if order else torch.zeros(0, dtype=torch.int64)
+    return ExtendResult(order_t, losses, rounds)
+
+
+def extend_with_label_names(features, labels, label_name_features, *, label_name_labels=None,
+                            lam: float = 1.0, loss: str = "ce", batch_size: Optional[int] = None,
+                            budget: Optional[int] = None, num_classes: Optional[int] = None,
+                            progress: bool = False, callback=None) -> LabelNameResult:
+    """Extend a labelled set with label-name embeddings (the paper's multi-modal experiment).
+
+    With a joint text–image embedding (e.g. CLIP), the embedding of a class's name (or of
+    prompts such as "a photo of a {name}") lies in the same space as the samples. Each such
+    embedding becomes a pool sample labelled with its class, and :func:`extend` decides which
+    of them lower the LOO loss of the labelled set. Embed and normalise the label names the
+    same way as the features (e.g. both L2-normalised).
+
+    Args:
+        features, labels: (n, d) features and (n,) integer class indices of the labelled set.
+        label_name_features: (k, d) one embedding per class (row c is class c), (k, m, d) m
+            embeddings per class, or (r, d) rows whose classes are given by ``label_name_labels``.
+        label_name_labels: (r,) class of each row of a 2-D ``label_name_features``.
+        other arguments: as in :func:`extend`.
+    Returns:
+        :class:`LabelNameResult`; indices refer to the rows of ``label_name_features``
+        (flattened to (k·m, d) row-major for the 3-D form).
+    """
+    x = C.features(features)
+    ln = V.as_tensor(label_name_features, "label_name_features")
+    if not ln.is_floating_point():
+        raise TypeError(f"divaext: label_name_features must be floating point, got {ln.dtype}")
+    ln = ln.to(x.device, x.dtype)  # small: k·m rows
+    if ln.dim() == 3:
+        if label_name_labels is not None:
+            raise ValueError("divaext: label_name_labels must not be given with 3-D (k, m, d) label_name_features")
+        ln_labels = torch.arange(ln.shape[0]).repeat_interleave(ln.shape[1])
+        ln = ln.reshape(-1, ln.shape[2])
+    elif ln.dim() == 2:
+        if label_name_labels is None:
+            ln_labels = torch.arange(ln.shape[0])
+        else:
+            ln_labels = V.as_tensor(label_name_labels, "label_name_labels")
+            if ln_labels.dim() != 1 or ln_labels.is_floating_point() or ln_labels.shape[0] != ln.shape[0]:
+                raise ValueError(
+                    f"divaext: label_name_labels must be ({ln.shape[0]},) integer classes, one per row of "
+                    f"label_name_features, got {ln_labels.dtype} of shape {tuple(ln_labels.shape)}")
+    else:
+        raise ValueError("divaext: label_name_features must be (k, d), (k, m, d) or (r, d) with "
+                         f"label_name_labels, got shape {tuple(ln.shape)}")
+    y = V.as_tensor(labels, "labels")
+    if y.dim() != 1 or y.is_floating_point():
+        raise ValueError("divaext: extend_with_label_names needs (n,) integer class labels")
+    ln_labels = ln_labels.long().to(x.device)
+    res = extend(x, y, ln, ln_labels, lam=lam, loss=loss, batch_size=batch_size, budget=budget,
+                 num_classes=num_classes, progress=progress, callback=callback)
+    selected = torch.zeros(ln.shape[0], dtype=torch.bool)
+    selected[res.order] = True
+    return LabelNameResult(res.order, res.losses, res.rounds, selected, ln_labels.cpu())

@@ -1,0 +1,344 @@
+"""The ``divaext`` command line: formats in and out, plots, and clean failures.
+
+Runs ``divaext.cli.main([...])`` in-process on tiny synthetic files (fast), plus one
+subprocess run of ``python -m divaext --help``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from divaext import io as dio
+from divaext.cli import main
+from divaext.workflows import detect
+
+N, D, K = 90, 6, 3
+
+
+def _blobs(n, seed):
+    """(n, D) float32 features around K well separated centres, (n,) labels."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % K
+    centres = 3.0 * np.eye(K, D)
+    return (centres[y] + rng.normal(size=(n, D))).astype(np.float32), y.astype(np.int64)
+
+
+@pytest.fixture
+def data(tmp_path):
+    x, y = _blobs(N, 0)
+    noisy = y.copy()
+    noisy[:9] = (y[:9] + 1) % K  # 10 % wrong labels, known
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", noisy)
+    np.save(tmp_path / "y_true.npy", y)
+    return tmp_path, x, noisy, y
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _leftovers(directory):
+    return [p for p in os.listdir(directory) if ".tmp" in p]
+
+
+# ---------------------------------------------------------------------------------------
+# detect
+
+
+def test_detect_csv_matches_library(data, capsys):
+    d, x, noisy, _ = data
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam", "0.5", "--loss", "ce",
+                           "-o", d / "scores.csv", "--no-progress"], capsys)
+    assert code == 0, err
+    rows = _read_csv(d / "scores.csv")
+    assert list(rows[0]) == ["index", "label", "score", "grad", "detrimental"]
+    assert len(rows) == N
+    ref = detect(torch.from_numpy(x), torch.from_numpy(noisy), lam=0.5, loss="ce")
+    np.testing.assert_allclose([float(r["score"]) for r in rows], ref.scores.numpy(), rtol=1e-5, atol=1e-7)
+    assert [int(r["detrimental"]) for r in rows] == ref.detrimental.int().tolist()
+    assert [int(r["label"]) for r in rows] == noisy.tolist()
+    assert f"{int(ref.detrimental.sum())} of {N} samples detrimental" in out
+
+
+def test_detect_json_with_true_labels_and_plot(data, capsys):
+    pytest.importorskip("matplotlib")
+    d, *_ = data
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--true-labels", d / "y_true.npy",
+                           "--eps", "0.1", "-o", d / "scores.json", "--plot", d / "hist.png"], capsys)
+    assert code == 0, err
+    doc = json.loads((d / "scores.json").read_text())
+    meta, rows = doc["meta"], doc["rows"]
+    assert meta["command"] == "detect" and meta["eps"] == 0.1 and meta["lam"] > 0  # "loo" resolved
+    assert len(rows) == N and sum(r["mislabeled"] for r in rows) == 9
+    assert all(r["detrimental"] == int(r["score"] > 0.1) for r in rows)
+    assert 0.9 <= meta["auc"] <= 1.0  # 9 clearly wrong labels among separated blobs
+    assert "AUC" in out
+    assert (d / "hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _leftovers(d) == []
+
+
+# ---------------------------------------------------------------------------------------
+# label and feature formats
+
+
+def _write_labels(d, y, fmt):
+    """The labels in format ``fmt``; returns (path, extra CLI options)."""
+    if fmt == "npz":
+        np.savez(d / "lab.npz", other=np.zeros(3), labels=y)
+        return d / "lab.npz", ["--labels-key", "labels"]
+    if fmt == "pt":
+        torch.save({"targets": torch.from_numpy(y)}, d / "lab.pt")
+        return d / "lab.pt", ["--labels-key", "targets"]
+    if fmt == "csv":
+        with open(d / "lab.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "text", "cls"])
+            w.writerows([[i, f"sample {i}", c] for i, c in enumerate(y)])
+        return d / "lab.csv", ["--labels-column", "cls"]
+    if fmt == "csv-names":
+        names = np.array(["ant", "bee", "cat"])[y]  # sorted names → same indices
+        (d / "lab.csv").write_text("\n".join(names) + "\n")
+        return d / "lab.csv", []
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    pd.DataFrame({"id": np.arange(len(y)), "label": y}).to_parquet(d / "lab.parquet")
+    return d / "lab.parquet", ["--labels-column", "label"]
+
+
+@pytest.mark.parametrize("fmt", ["npz", "pt", "csv", "csv-names", "parquet"])
+def test_label_formats_give_same_scores(data, capsys, fmt):
+    d, _, noisy, _ = data
+    assert _run(["detect", d / "x.npy", d / "y.npy", "--lam", "1", "-o", d / "ref.csv"], capsys)[0] == 0
+    path, opts = _write_labels(d, noisy, fmt)
+    code, _, err = _run(["detect", d / "x.npy", path, *opts, "--lam", "1", "-o", d / "got.csv"], capsys)
+    assert code == 0, err
+    got, ref = _read_csv(d / "got.csv"), _read_csv(d / "ref.csv")
+    if fmt == "csv-names":  # class names come back as names
+        assert [r["label"] for r in got] == [["ant", "bee", "cat"][c] for c in noisy]
+        for r in got + ref:
+            del r["label"]
+    assert got == ref
+
+
+def test_class_names_agree_across_files(tmp_path, capsys):
+    """Core and pool name files with different class sets still share one encoding."""
+    xc, yc = _blobs(30, 1)
+    xp, yp = _blobs(30, 2)
+    names = np.array(["x", "y", "z"])
+    np.save(tmp_path / "xc.npy", xc)
+    np.save(tmp_path / "xp.npy", xp)
+    (tmp_path / "yc.csv").write_text("\n".join(names[yc][yc != 0]) + "\n")  # core lacks class "x"
+    np.save(tmp_path / "xc.npy", xc[yc != 0])
+    (tmp_path / "yp.csv").write_text("\n".join(names[yp]) + "\n")
+    code, _, err = _run(["extend", tmp_path / "xc.npy", tmp_path / "yc.csv", tmp_path / "xp.npy", tmp_path / "yp.csv",
+                         "--lam", "1", "--loss", "ce", "-o", tmp_path / "sel.csv", "--no-progress"], capsys)
+    assert code == 0, err
+    rows = _read_csv(tmp_path / "sel.csv")
+    assert rows and all(r["label"] == names[yp[int(r["pool_index"])]] for r in rows)
+    np.save(tmp_path / "yi.npy", yp)
+    code, _, err = _run(["extend", tmp_path / "xc.npy", tmp_path / "yc.csv", tmp_path / "xp.npy", tmp_path / "yi.npy",
+                         "-o", tmp_path / "sel2.csv"], capsys)
+    assert code == 1 and "holds class indices but another labels file holds class names" in err
+
+
+def test_feature_formats(data, capsys):
+    d, x, _, _ = data
+    np.savez(d / "f.npz", train_x=x.astype(np.float16), test_x=x[:3])  # picks train_x by default
+    torch.save(torch.from_numpy(x).double(), d / "f.pt")
+    for path in (d / "f.npz", d / "f.pt"):
+        code, _, err = _run(["detect", path, d / "y.npy", "--lam", "1", "-o", d / "s.csv"], capsys)
+        assert code == 0, err
+        assert len(_read_csv(d / "s.csv")) == N
+
+
+def test_load_features_errors(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(5, np.float32))
+    with pytest.raises(dio.InputError, match=r"must be a 2-D \(n, d\) array, got shape \(5,\)"):
+        dio.load_features(tmp_path / "one.npy")
+    np.save(tmp_path / "nan.npy", np.array([[0.0, 1.0], [np.nan, 2.0]]))
+    with pytest.raises(dio.InputError, match="NaN or Inf .first in row 1"):
+        dio.load_features(tmp_path / "nan.npy")
+    np.savez(tmp_path / "two.npz", a=np.zeros((2, 2)), b=np.ones((2, 2)))
+    with pytest.raises(dio.InputError, match=r"holds several arrays \['a', 'b'\]; choose one"):
+        dio.load_features(tmp_path / "two.npz")
+    with pytest.raises(dio.InputError, match="has no array 'c'"):
+        dio.load_features(tmp_path / "two.npz", key="c")
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(dio.InputError, match="cannot read features file .*bad.npy"):
+        dio.load_features(tmp_path / "bad.npy")
+    with pytest.raises(dio.InputError, match="unsupported extension '.txt'"):
+        dio.load_features(tmp_path / "x.txt")
+
+
+def test_load_labels_errors(tmp_path):
+    np.save(tmp_path / "frac.npy", np.array([0.0, 1.5]))
+    with pytest.raises(dio.InputError, match="whole numbers"):
+        dio.load_labels(tmp_path / "frac.npy")
+    (tmp_path / "l.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(dio.InputError, match=r"has no column 'c'; it has \['a', 'b'\]"):
+        dio.load_labels(tmp_path / "l.csv", column="c")
+    with pytest.raises(dio.InputError, match="choose one with the column option"):
+        dio.load_labels(tmp_path / "l.csv")
+    assert dio.load_labels(tmp_path / "l.csv", column="1").y.tolist() == [2]  # by index
+
+
+@pytest.mark.parametrize("text, labels, classes", [
+    ("label\ncat\ndog\n", [0, 1], ["cat", "dog"]),  # a label-like header
+    ("y\nx\ny\n", [1, 0, 1], ["x", "y"]),  # "y" recurs below: a class, not a header
+    ("cls\n2\n0\n", [2, 0], None),  # text above numbers
+    ("3\n1\n", [3, 1], None),
+])
+def test_csv_header_detection(tmp_path, text, labels, classes):
+    (tmp_path / "l.csv").write_text(text)
+    got = dio.load_labels(tmp_path / "l.csv")
+    assert got.y.tolist() == labels and got.classes == classes
+
+
+def test_parquet_without_pandas_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "l.parquet").write_bytes(b"PAR1")
+    np.save(tmp_path / "x.npy", np.zeros((1, 2), np.float32))
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas → ImportError
+    code, _, err = _run(["detect", tmp_path / "x.npy", tmp_path / "l.parquet", "-o", tmp_path / "s.csv"], capsys)
+    assert code == 1
+    assert "needs pandas with pyarrow: pip install pandas pyarrow" in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# reweight and extend
+
+
+def test_reweight_writes_weights_and_loss_plot(data, capsys):
+    pytest.importorskip("matplotlib")
+    d, *_ = data
+    code, out, err = _run(["reweight", d / "x.npy", d / "y.npy", "--steps", "3", "--step-size", "2",
+                           "--loss", "ce", "-o", d / "w.json", "--plot", d / "loss.svg", "--no-progress"], capsys)
+    assert code == 0, err
+    doc = json.loads((d / "w.json").read_text())
+    w = np.array([r["weight"] for r in doc["rows"]])
+    assert len(w) == N and (w >= 0).all() and (w != 1).any()
+    losses = [float(v) for v in doc["meta"]["losses"].split(",")]
+    assert len(losses) == 4 and losses[-1] < losses[0]  # steps lower the LOO loss here
+    assert "<svg" in (d / "loss.svg").read_text()
+    assert out.count("→") == 3
+
+
+def test_extend_selection_and_error_curve(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    xc, yc = _blobs(30, 1)
+    xp, yp = _blobs(60, 2)
+    yp[:12] = (yp[:12] + 1) % K  # the pool has wrong labels
+    xt, yt = _blobs(60, 3)
+    for name, arr in dict(xc=xc, yc=yc, xp=xp, yp=yp, xt=xt, yt=yt).items():
+        np.save(tmp_path / f"{name}.npy", arr)
+    p = lambda n: tmp_path / f"{n}.npy"  # noqa: E731
+    code, out, err = _run(["extend", p("xc"), p("yc"), p("xp"), p("yp"), "--batch-size", "5", "--budget", "30",
+                           "--loss", "ce", "--test-features", p("xt"), "--test-labels", p("yt"),
+                           "-o", tmp_path / "sel.csv", "--plot", tmp_path / "err.png", "--no-progress"], capsys)
+    assert code == 0, err
+    rows = _read_csv(tmp_path / "sel.csv")
+    idx = [int(r["pool_index"]) for r in rows]
+    assert 0 < len(idx) <= 30 and len(set(idx)) == len(idx) and all(0 <= i < 60 for i in idx)
+    assert [int(r["round"]) for r in rows] == sorted(int(r["round"]) for r in rows)
+    assert all(int(r["label"]) == yp[i] for r, i in zip(rows, idx))
+    assert sum(i < 12 for i in idx) <= 2  # the wrong-label pool samples are (mostly) left out
+    assert "test error" in out and (tmp_path / "err.png").stat().st_size > 0
+
+
+def test_extend_plot_needs_test_set(tmp_path, capsys):
+    x, y = _blobs(20, 0)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    a = [tmp_path / "x.npy", tmp_path / "y.npy"]
+    code, _, err = _run(["extend", *a, *a, "-o", tmp_path / "s.csv", "--plot", tmp_path / "p.png"], capsys)
+    assert code == 1 and "give --test-features and --test-labels" in err
+
+
+# ---------------------------------------------------------------------------------------
+# failures: message, exit status, nothing left behind
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "labels file .*nope.npy' does not exist"),
+    ("mismatch", "has 50 labels but .*x.npy' has 90 rows"),
+    ("out-ext", r"unsupported extension '\.txt'; use \.csv or \.json"),
+    ("out-dir", "output directory .* does not exist"),
+    ("plot-dir", "output directory .* does not exist"),
+    ("label-range", "label 7, expected 0 <= label < 3 .num_classes"),
+])
+def test_errors_exit_1_without_output(data, capsys, case, expected):
+    d, _, noisy, _ = data
+    labels, out, extra = d / "y.npy", d / "s.csv", []
+    if case == "missing":
+        labels = d / "nope.npy"
+    elif case == "mismatch":
+        np.save(d / "short.npy", noisy[:50])
+        labels = d / "short.npy"
+    elif case == "out-ext":
+        out = d / "s.txt"
+    elif case == "out-dir":
+        out = d / "no" / "s.csv"
+    elif case == "plot-dir":
+        pytest.importorskip("matplotlib")
+        extra = ["--plot", d / "no" / "h.png"]  # fails after the scores file was staged
+    elif case == "label-range":
+        bad = noisy.copy()
+        bad[4] = 7
+        np.save(d / "bad.npy", bad)
+        labels, extra = d / "bad.npy", ["--num-classes", "3"]
+    before = set(os.listdir(d))
+    code, stdout, err = _run(["detect", d / "x.npy", labels, "--lam", "1", "-o", out, *extra], capsys)
+    assert code == 1
+    assert err.startswith("divaext detect: error: ")
+    assert __import__("re").search(expected, err), err
+    assert set(os.listdir(d)) == before  # no output, no temporary file
+    assert stdout == ""
+
+
+def test_missing_matplotlib_fails_before_work(data, capsys, monkeypatch):
+    import divaext.plots as plots
+
+    def no_mpl():
+        raise ImportError("plots need matplotlib: pip install matplotlib")
+
+    monkeypatch.setattr(plots, "require_matplotlib", no_mpl)
+    d, *_ = data
+    code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "-o", d / "s.csv", "--plot", d / "h.png"], capsys)
+    assert code == 1 and "plots need matplotlib: pip install matplotlib" in err
+    assert not (d / "s.csv").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a positive number or 'loo'"),
+    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--loss", "hinge"], "invalid choice: 'hinge'"),
+    (["reweight", "x.npy", "y.npy", "-o", "w.csv", "--steps", "0"], "must be a positive integer"),
+    (["detect", "x.npy", "y.npy"], "the following arguments are required: -o/--output"),
+    (["shuffle"], "invalid choice: 'shuffle'"),
+])
+def test_usage_errors_exit_2(capsys, argv, expected):
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert expected in err
+
+
+def test_python_m_divaext_help():
+    proc = subprocess.run([sys.executable, "-m", "divaext", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("detect", "reweight", "extend", "demo"):
+        assert command in proc.stdout

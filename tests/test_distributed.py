@@ -1,0 +1,325 @@
+"""Sharded derivatives on 2 gloo processes (CPU) against the single-process results.
+
+One pair of processes runs every scenario in turn (starting processes is the slow part) and
+saves what each rank got; the tests compare that with single-process calls on the
+concatenated data. Fault scenarios check that both ranks raise, with a message naming the bad
+rank, and that the group stays usable afterwards (the later scenarios run on it).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import traceback
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import divaext
+from divaext import distributed as D
+from divaext import streaming
+
+WORLD = 2
+N, DIM, K, M = 60, 6, 5, 21
+SPLIT = 23  # rank 0: rows [0, 23), rank 1: rows [23, 60): uneven shards
+TIMEOUT_S = 60
+
+
+def _data(dtype=torch.float64):
+    """The full data set; the last class (K - 1) occurs only in rank 1's rows."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, DIM, generator=g, dtype=dtype)
+    y = torch.randint(0, K - 1, (N,), generator=g)
+    y[SPLIT + 3] = K - 1
+    a = torch.rand(N, generator=g, dtype=dtype) + 0.5
+    w = (torch.rand(N, generator=g, dtype=dtype) > 0.3).to(dtype)
+    xv = torch.randn(M, DIM, generator=g, dtype=dtype)
+    yv = torch.randint(0, K, (M,), generator=g)
+    return x, y, a, w, xv, yv
+
+
+def _bounds(rank, split, n):
+    return (0, split) if rank == 0 else (split, n)
+
+
+# ---------------------------------------------------------------------------------------
+# what each rank runs
+
+
+def _scenarios(rank, npy_path):
+    """name -> result (tensors, or the error message) on this rank."""
+    out = {}
+    x, y, a, w, xv, yv = _data()
+    s, e = _bounds(rank, SPLIT, N)
+    vs, ve = _bounds(rank, 5, M)
+
+    def run(name, fn):
+        try:
+            out[name] = fn()
+        except Exception as err:  # noqa: BLE001  (the parent checks the message)
+            out[name] = f"{type(err).__name__}: {err}"
+
+    run("loo", lambda: tuple(divaext.loo_derivative(x[s:e], y[s:e], a[s:e], lam=0.7, loss_weights=w[s:e],
+                                                    group="default")))
+    run("loo_mse_numpy", lambda: tuple(divaext.loo_derivative(x[s:e].numpy(), y[s:e].numpy(), a[s:e].numpy(),
+                                                              lam=0.7, loss="mse", group=dist.group.WORLD)))
+
+    def predictions():
+        aa = a[s:e].clone().requires_grad_(True)
+        f = divaext.loo_predictions(x[s:e], y[s:e], aa, lam=0.7, group="default")
+        (f.sin().sum()).backward()  # the sum over ranks of these losses is what is differentiated
+        return f.detach(), aa.grad
+
+    run("pred", predictions)
+    run("val", lambda: tuple(divaext.val_derivative(x[s:e], y[s:e], a[s:e], xv[vs:ve], yv[vs:ve], lam=0.7,
+                                                    group="default")))
+    # Rank 1 holds neither training nor validation rows.
+    z0, z1 = _bounds(rank, N, N)
+    run("empty_loo", lambda: tuple(divaext.loo_derivative(x[z0:z1], y[z0:z1], a[z0:z1], lam=0.7, loss="ce",
+                                                          group="default")))
+    run("empty_val", lambda: tuple(divaext.val_derivative(x[z0:z1], y[z0:z1], a[z0:z1], xv[rank * M:],
+                                                          yv[rank * M:], lam=0.7, group="default")))
+    x32 = x.float()
+    run("float32", lambda: tuple(divaext.loo_derivative(x32[s:e], y[s:e], a[s:e].float(), lam=0.7,
+                                                        group="default")))
+    run("stream", lambda: tuple(streaming.loo_derivative(streaming.open_rows(npy_path, s, e), y[s:e], a[s:e],
+                                                         lam=0.7, loss_weights=w[s:e], block_rows=7,
+                                                         group="default")))
+    run("stream_empty_val", lambda: tuple(streaming.val_derivative(
+        streaming.open_rows(npy_path, z0, z1), y[z0:z1], a[z0:z1], xv[vs:ve], yv[vs:ve], lam=0.7,
+        group="default")))
+
+    # The workflows on shards: Σa and max|g| are taken over all ranks.
+    run("detect", lambda: tuple(divaext.detect(x[s:e], y[s:e], weights=a[s:e], lam=0.7, group="default")[:3]))
+    run("reweight", lambda: (divaext.reweight(x[s:e], y[s:e], lam=0.7, loss="ce", steps=2,
+                                              group="default").weights,))
+    run("reweight_empty", lambda: (divaext.reweight(x[z0:z1], y[z0:z1], lam=0.7, loss="ce", steps=2,
+                                                    group="default").weights,))
+
+    # Faults: one rank's input is bad; both ranks must raise (and then carry on).
+    bad = x[s:e].clone()
+    if rank == 1:
+        bad[4, 2] = float("nan")
+    run("fault_nan", lambda: divaext.loo_derivative(bad, y[s:e], a[s:e], group="default"))
+    neg = a[s:e].clone()
+    if rank == 0:
+        neg[3] = -1.0
+    run("fault_weight", lambda: divaext.val_derivative(x[s:e], y[s:e], neg, xv, yv, group="default"))
+    wide = x[s:e] if rank == 0 else torch.cat([x[s:e], x[s:e, :1]], 1)
+    run("fault_width", lambda: divaext.loo_derivative(wide, y[s:e], a[s:e], group="default"))
+    # A later local step: sample 2 of rank 1 dominates its own fit (1 - a h ~ 0).
+    big = a[s:e].clone()
+    if rank == 1:
+        big[2] = 1e15
+    run("fault_loo", lambda: divaext.loo_derivative(x[s:e], y[s:e], big, lam=1e-3, group="default"))
+    run("fault_stream_nan", lambda: streaming.loo_derivative(  # row 4 is row 1 of the 2nd block
+        [bad[:3].numpy(), bad[3:].numpy()], y[s:e], a[s:e], group="default"))
+    # Loss weights all zero on one rank are fine (the mean is over all ranks), on all ranks not.
+    run("zero_w_rank0", lambda: tuple(divaext.loo_derivative(x[s:e], y[s:e], a[s:e], lam=0.7,
+                                                             loss_weights=w[s:e] * rank, group="default")))
+    run("fault_reweight", lambda: divaext.reweight(x[s:e], y[s:e], weights=neg, lam=0.7, group="default"))
+    run("fault_zero_w", lambda: divaext.loo_derivative(x[s:e], y[s:e], a[s:e], loss_weights=0 * w[s:e],
+                                                       group="default"))
+    run("after_faults", lambda: tuple(divaext.loo_derivative(x[s:e], y[s:e], a[s:e], lam=0.7,
+                                                             loss_weights=w[s:e], group="default")))
+    return out
+
+
+def _worker(rank, port, tmp):
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        result = _scenarios(rank, os.path.join(tmp, "x.npy"))
+    except BaseException:  # noqa: BLE001
+        result = {"crash": traceback.format_exc()}
+    torch.save(result, os.path.join(tmp, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Each rank's results of :func:`_scenarios`, from one run of 2 gloo processes."""
+    tmp = str(tmp_path_factory.mktemp("dist"))
+    np.save(os.path.join(tmp, "x.npy"), _data()[0].numpy())
+    ctx = mp.start_processes(_worker, args=(_free_port(), tmp), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            break
+    if any(p.is_alive() for p in ctx.processes):
+        for p in ctx.processes:
+            p.kill()
+        pytest.fail(f"the 2 ranks did not finish within {TIMEOUT_S} s (a collective hung)")
+    results = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
+    for r, res in enumerate(results):
+        assert "crash" not in res, f"rank {r} crashed:\n{res['crash']}"
+    return results
+
+
+def _cat(ranks, name, i):
+    return torch.cat([r[name][i] for r in ranks])
+
+
+def _close(got, ref, rtol=1e-10):
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=rtol, atol=rtol * float(ref.abs().max()))
+
+
+# ---------------------------------------------------------------------------------------
+# sharded == single process
+
+
+def test_loo_derivative_uneven_shards_match_single_process(ranks):
+    x, y, a, w, _, _ = _data()
+    ref = divaext.loo_derivative(x, y, a, lam=0.7, loss_weights=w)
+    assert ranks[0]["loo"][1].shape == (SPLIT,) and ranks[1]["loo"][1].shape == (N - SPLIT,)
+    _close(_cat(ranks, "loo", 1), ref.grad)
+    for r in ranks:  # the loss is the global mean, on every rank
+        _close(r["loo"][0], ref.loss)
+
+
+def test_numpy_inputs_and_mse_match(ranks):
+    x, y, a, *_ = _data()
+    ref = divaext.loo_derivative(x, y, a, lam=0.7, loss="mse")
+    _close(_cat(ranks, "loo_mse_numpy", 1), ref.grad)
+
+
+def test_loo_predictions_and_their_backward_match(ranks):
+    x, y, a, *_ = _data()
+    aa = a.clone().requires_grad_(True)
+    f = divaext.loo_predictions(x, y, aa, lam=0.7)
+    f.sin().sum().backward()
+    _close(_cat(ranks, "pred", 0), f.detach())
+    assert ranks[0]["pred"][0].shape[1] == K  # k agreed across ranks: rank 0 never sees class K-1
+    _close(_cat(ranks, "pred", 1), aa.grad)
+
+
+def test_val_derivative_with_sharded_validation_set(ranks):
+    x, y, a, _, xv, yv = _data()
+    ref = divaext.val_derivative(x, y, a, xv, yv, lam=0.7)
+    _close(_cat(ranks, "val", 1), ref.grad)
+    for r in ranks:
+        _close(r["val"][0], ref.loss)
+
+
+def test_rank_with_zero_rows(ranks):
+    x, y, a, _, xv, yv = _data()
+    ref = divaext.loo_derivative(x, y, a, lam=0.7, loss="ce")
+    assert ranks[1]["empty_loo"][1].shape == (0,)
+    _close(ranks[0]["empty_loo"][1], ref.grad)
+    _close(ranks[1]["empty_loo"][0], ref.loss)
+    ref = divaext.val_derivative(x, y, a, xv, yv, lam=0.7)
+    _close(ranks[0]["empty_val"][1], ref.grad)
+    _close(ranks[0]["empty_val"][0], ref.loss)
+
+
+def test_float32_shards(ranks):
+    x, y, a, *_ = _data()
+    ref = divaext.loo_derivative(x.float(), y, a.float(), lam=0.7)
+    got = _cat(ranks, "float32", 1)
+    assert got.dtype == torch.float32
+    # only the summation order differs: a few float32 roundings
+    torch.testing.assert_close(got, ref.grad, rtol=1e-4, atol=1e-4 * float(ref.grad.abs().max()))
+
+
+def test_streamed_shards_of_one_file(ranks):
+    x, y, a, w, _, _ = _data()
+    ref = divaext.loo_derivative(x, y, a, lam=0.7, loss_weights=w)
+    _close(_cat(ranks, "stream", 1), ref.grad)
+
+
+def test_streamed_rank_with_zero_rows_and_sharded_validation(ranks):
+    x, y, a, _, xv, yv = _data()
+    ref = divaext.val_derivative(x, y, a, xv, yv, lam=0.7)
+    assert ranks[1]["stream_empty_val"][1].shape == (0,)
+    _close(ranks[0]["stream_empty_val"][1], ref.grad)
+    _close(ranks[1]["stream_empty_val"][0], ref.loss)
+
+
+# ---------------------------------------------------------------------------------------
+# faults: every rank raises, naming the bad one
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("fault_nan", r"ValueError: divaext: rank 1 \(of 2\) failed: features contain NaN or Inf \(first at row 4\)"),
+    ("fault_weight", r"ValueError: divaext: rank 0 \(of 2\) failed: weights must be non-negative; sample 3"),
+    ("fault_width", r"ValueError: divaext: the shards disagree on the feature columns \(rank 0: 6, rank 1: 7\)"),
+    ("fault_loo", r"ValueError: divaext: rank 1 \(of 2\) failed: the leave-one-out prediction of sample 2 "
+                  r"is undefined"),
+    ("fault_stream_nan", r"ValueError: divaext: rank 1 \(of 2\) failed: features contain NaN or Inf "
+                         r"\(first at row 4\)"),
+    ("fault_zero_w", r"ValueError: divaext: loss_weights are all zero on every rank"),
+])
+def test_bad_shard_makes_every_rank_raise(ranks, name, pattern):
+    for r in ranks:
+        assert isinstance(r[name], str), f"no error on a rank for {name}: {r[name]!r}"
+        assert re.match(pattern, r[name]), r[name]
+
+
+def test_detect_and_reweight_on_shards_match_single_process(ranks):
+    x, y, a, *_ = _data()
+    det = divaext.detect(x, y, weights=a, lam=0.7)
+    for i in range(3):
+        got = _cat(ranks, "detect", i)
+        if got.dtype == torch.bool:
+            assert torch.equal(got, det[i])
+        else:
+            _close(got, det[i])
+    _close(_cat(ranks, "reweight", 0), divaext.reweight(x, y, lam=0.7, loss="ce", steps=2).weights)
+    _close(_cat(ranks, "reweight_empty", 0), divaext.reweight(x, y, lam=0.7, loss="ce", steps=2).weights)
+
+
+def test_bad_weights_in_a_sharded_workflow_raise_on_every_rank(ranks):
+    for r in ranks:
+        assert re.search(r"rank 0 \(of 2\) failed: .*must be non-negative", r["fault_reweight"]), r["fault_reweight"]
+
+
+def test_loss_weights_zero_on_one_rank(ranks):
+    x, y, a, w, _, _ = _data()
+    w = torch.cat([0 * w[:SPLIT], w[SPLIT:]])
+    ref = divaext.loo_derivative(x, y, a, lam=0.7, loss_weights=w)
+    _close(_cat(ranks, "zero_w_rank0", 1), ref.grad)
+
+
+def test_group_still_works_after_faults(ranks):
+    x, y, a, w, _, _ = _data()
+    ref = divaext.loo_derivative(x, y, a, lam=0.7, loss_weights=w)
+    _close(_cat(ranks, "after_faults", 1), ref.grad)
+
+
+# ---------------------------------------------------------------------------------------
+# single-process argument checks
+
+
+def test_default_group_needs_initialised_torch_distributed():
+    x, y, a, *_ = _data()
+    with pytest.raises(ValueError, match="torch.distributed is not initialised"):
+        divaext.loo_derivative(x, y, a, group="default")
+
+
+def test_group_of_the_wrong_type():
+    x, y, a, *_ = _data()
+    with pytest.raises(TypeError, match="group must be None, 'default' or a torch.distributed.ProcessGroup"):
+        divaext.loo_derivative(x, y, a, group="world")
+
+
+def test_empty_features_still_rejected_without_a_group():
+    with pytest.raises(ValueError, match="features is empty"):
+        divaext.loo_derivative(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_widen_pads_missing_classes():
+    y = torch.eye(3)[[0, 2]]
+    assert torch.equal(D.widen(y, 5), torch.cat([y, torch.zeros(2, 2)], 1))
+    assert D.widen(y, None) is y
