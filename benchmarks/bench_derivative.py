@@ -37,6 +37,8 @@ METHODS = {"divaext": run_ours, "autograd": run_baseline}
 
 
 def measure_memory(method, n, d, k, dtype, device, lam, loss):
+    # Warm-up on a small problem (same code, same shapes but n), so library loading is not counted.
+    METHODS[method](*common.make_problem(2 * d, d, k, getattr(torch, dtype), device, seed=1), k, lam, loss)
     x, labels, a = common.make_problem(n, d, k, getattr(torch, dtype), device)
     extra = common.measure_in_this_process(lambda: METHODS[method](x, labels, a, k, lam, loss), device)
     print(json.dumps({"extra": extra}))

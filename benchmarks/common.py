@@ -72,7 +72,9 @@ def _rss_kib(field):
 
 
 def measure_in_this_process(job, device):
-    """Run ``job()`` (inputs already allocated) and return its extra peak memory in bytes."""
+    """Run ``job()`` (inputs already allocated) and return its extra peak memory in bytes.
+    Call a small warm-up of the same code first: the pages of the libraries a first call
+    loads (BLAS kernels, thread pools) are not memory of the computation."""
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

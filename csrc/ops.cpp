@@ -22,16 +22,17 @@ TORCH_LIBRARY(divaext, m) {
   // loss sum (float64, 0-d) and g = ∂(sum)/∂f [n,k]. kind: 0 mse, 1 ce, 2 ce on misclassified.
   m.def("loss_grad(Tensor f, Tensor y, Tensor w, int kind) -> (Tensor, Tensor)");
   // Passes 2 + A fused for a loss known up front (w [n] loss weights, kind as in loss_grad):
-  // f, h, g = w ∂ℓ/∂f (unnormalised), Σ w ℓ (float64 0-d), and the whitened backward sums
-  // C̃ = Zᵀ diag(c) Z [d,d], P̃ = Zᵀ U [d,k] (float64), c = a (g·e)/D, U = g/D, e = y − f.
+  // f [n,k], h [n], ge [n] = g·e with g = w ∂ℓ/∂f (unnormalised), Σ w ℓ (float64 0-d), and the
+  // whitened backward sums C̃ = Zᵀ diag(c) Z [d,d], P̃ = Zᵀ U [d,k] (float64), c = a (g·e)/D,
+  // U = g/D, e = y − f. g itself never leaves the block: pass B needs only g·e.
   m.def("loo_grad(Tensor x, Tensor y, Tensor a, Tensor w, Tensor t, Tensor v, int kind, "
         "float min_denominator, int block_rows=0) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // Backward pass A alone, for any upstream g = ∂L/∂f [n,k]: C̃ and P̃ as in loo_grad.
+  // Backward pass A alone, for any upstream g = ∂L/∂f [n,k]: C̃, P̃ and ge [n] as in loo_grad.
   m.def("vjp_gram(Tensor x, Tensor y, Tensor a, Tensor f, Tensor h, Tensor g, Tensor t, "
-        "int block_rows=0) -> (Tensor, Tensor)");
-  // Backward pass B. With C̃ = E Λ Eᵀ, basis = [t E | t P̃] [d,d+k] and eigenvalues = Λ [d]:
-  // ∂L/∂a_j = D_j (P̃ᵀz_j)·e_j + Σ_m λ_m (Eᵀz_j)_m² − h_j (g_j·e_j) − c_j h_j². Returns [n].
-  m.def("vjp_rows(Tensor x, Tensor y, Tensor a, Tensor f, Tensor h, Tensor g, Tensor basis, "
+        "int block_rows=0) -> (Tensor, Tensor, Tensor)");
+  // Backward pass B. With C̃ = E Λ Eᵀ, basis = [t E | t P̃] [d,d+k], eigenvalues = Λ [d] and
+  // ge = g·e [n]: ∂L/∂a_j = D_j (P̃ᵀz_j)·e_j + Σ_m λ_m (Eᵀz_j)_m² − h_j ge_j − c_j h_j². Returns [n].
+  m.def("vjp_rows(Tensor x, Tensor y, Tensor a, Tensor f, Tensor h, Tensor ge, Tensor basis, "
         "Tensor eigenvalues, int block_rows=0) -> Tensor");
   // Validation derivative (paper Prop. 2): with w = S B (ridge weights) and p = S X_vᵀ G_v,
   // ∂L_val/∂a_j = (x_jᵀ p)·(y_j − x_jᵀ w). Returns [n].

@@ -39,8 +39,7 @@ inline int64_t first_nonfinite_row(const Tensor& x, int64_t block) {
 
 namespace detail {
 // Shared checks of the per-row inputs of the backward passes.
-inline void check_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& f, const Tensor& h,
-                       const Tensor& g) {
+inline void check_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& f, const Tensor& h) {
   check_float_matrix(x, "features");
   TORCH_CHECK_VALUE(y.dim() == 2, "divaext: targets must be 2-D [n, k], got shape ", y.sizes());
   const int64_t n = x.size(0), k = y.size(1);
@@ -48,7 +47,6 @@ inline void check_rows(const Tensor& x, const Tensor& y, const Tensor& a, const 
   check_like(a, x, "weights", {n});
   check_like(f, x, "predictions", {n, k});
   check_like(h, x, "leverages", {n});
-  check_like(g, x, "grad_predictions", {n, k});
 }
 
 // Raise if some row has 1 − a h <= min_denominator: the LOO prediction is then undefined
@@ -145,7 +143,8 @@ std::tuple<Tensor, Tensor> loss_grad(const Tensor& f, const Tensor& y, const Ten
 // accumulated from the same z: C̃ = Zᵀ diag(c) Z [d,d] and P̃ = Zᵀ U [d,k] (float64), with
 // c = a (g·e)/D, U = g/D. Summing in whitened coordinates keeps every term O(h) in size:
 // their rounding does not grow with the conditioning of M (forming S C S explicitly does).
-// Returns f [n,k], h [n], g [n,k], Σ w ℓ (float64 0-d), C̃, P̃.
+// Returns f [n,k], h [n], ge [n] = g·e (all backward pass B needs of g), Σ w ℓ (float64 0-d),
+// C̃, P̃.
 template <class K>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
     const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& w, const Tensor& t, const Tensor& v,
@@ -161,32 +160,36 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
   TORCH_CHECK_VALUE(kind >= 0 && kind <= 2, "divaext: unknown loss kind ", kind);
   const auto tt = t.to(x.scalar_type()), vv = v.to(x.scalar_type());
   const auto yc = y.contiguous(), ac = a.contiguous(), wc = w.contiguous();
-  auto f = at::empty({n, k}, x.options()), g = at::empty({n, k}, x.options());
-  auto h = at::empty({n}, x.options());
+  auto f = at::empty({n, k}, x.options());
+  auto h = at::empty({n}, x.options()), ge = at::empty({n}, x.options());
   auto loss = at::empty({n}, detail::f64_on(x));
   GramAccumulator Ct(d, x.options());
   auto Pt = at::zeros({d, k}, detail::f64_on(x));
   const int64_t blk = block_rows_for(block_rows, n, d);
   auto z = at::empty({blk, d}, x.options()), c = at::empty({blk}, x.options()), u = at::empty({blk, k}, x.options());
+  auto g = at::empty({blk, k}, x.options());  // the loss gradient lives one block at a time
   for (int64_t s = 0; s < n; s += blk) {
     const int64_t e = std::min(n, s + blk);
     auto zb = z.slice(0, 0, e - s), cb = c.slice(0, 0, e - s), ub = u.slice(0, 0, e - s);
     at::mm_out(zb, x.slice(0, s, e), tt);  // t is upper triangular; one full GEMM beats panels
     K::loo_grad(zb, at::mm(zb, vv), yc.slice(0, s, e), ac.slice(0, s, e), wc.slice(0, s, e), kind,
-                f.slice(0, s, e), h.slice(0, s, e), g.slice(0, s, e), loss.slice(0, s, e), cb, ub);
+                f.slice(0, s, e), h.slice(0, s, e), g.slice(0, 0, e - s), loss.slice(0, s, e), cb, ub,
+                ge.slice(0, s, e));
     Ct.add(zb, zb * cb.unsqueeze(1));
     Pt.add_(at::mm(zb.t(), ub));
   }
   detail::check_denominators(ac, h, min_denominator);
-  return std::make_tuple(f, h, g, loss.sum(), Ct.result(), Pt);
+  return std::make_tuple(f, h, ge, loss.sum(), Ct.result(), Pt);
 }
 
 // Backward pass A alone (for an upstream gradient g known only after the forward, e.g.
-// autograd through loo_predictions): C̃ = Zᵀ diag(c) Z and P̃ = Zᵀ U as in loo_grad.
+// autograd through loo_predictions): C̃ = Zᵀ diag(c) Z and P̃ = Zᵀ U as in loo_grad, and
+// ge = g·e [n] for pass B.
 template <class K>
-std::tuple<Tensor, Tensor> vjp_gram(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& f,
-                                    const Tensor& h, const Tensor& g, const Tensor& t, int64_t block_rows) {
-  detail::check_rows(x, y, a, f, h, g);
+std::tuple<Tensor, Tensor, Tensor> vjp_gram(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& f,
+                                            const Tensor& h, const Tensor& g, const Tensor& t, int64_t block_rows) {
+  detail::check_rows(x, y, a, f, h);
+  check_like(g, x, "grad_predictions", {x.size(0), y.size(1)});
   const int64_t n = x.size(0), d = x.size(1), k = y.size(1);
   check_f64(t, x, "t (inverse Cholesky factor)", {d, d});
   const auto tt = t.to(x.scalar_type());
@@ -194,6 +197,7 @@ std::tuple<Tensor, Tensor> vjp_gram(const Tensor& x, const Tensor& y, const Tens
              gc = g.contiguous();
   GramAccumulator Ct(d, x.options());
   auto Pt = at::zeros({d, k}, detail::f64_on(x));
+  auto ge = at::empty({n}, x.options());
   const int64_t blk = block_rows_for(block_rows, n, d);
   auto z = at::empty({blk, d}, x.options()), c = at::empty({blk}, x.options()), u = at::empty({blk, k}, x.options());
   for (int64_t s = 0; s < n; s += blk) {
@@ -201,11 +205,11 @@ std::tuple<Tensor, Tensor> vjp_gram(const Tensor& x, const Tensor& y, const Tens
     auto zb = z.slice(0, 0, e - s), cb = c.slice(0, 0, e - s), ub = u.slice(0, 0, e - s);
     at::mm_out(zb, x.slice(0, s, e), tt);  // t is upper triangular; one full GEMM beats panels
     K::vjp_scalars(fc.slice(0, s, e), yc.slice(0, s, e), ac.slice(0, s, e), hc.slice(0, s, e),
-                   gc.slice(0, s, e), cb, ub);
+                   gc.slice(0, s, e), cb, ub, ge.slice(0, s, e));
     Ct.add(zb, zb * cb.unsqueeze(1));
     Pt.add_(at::mm(zb.t(), ub));
   }
-  return {Ct.result(), Pt};
+  return {Ct.result(), Pt, ge};
 }
 
 // Backward pass B: with C̃ = E Λ Eᵀ, one product per block o = x [t E | t P̃] [b, d+k] gives
@@ -213,15 +217,16 @@ std::tuple<Tensor, Tensor> vjp_gram(const Tensor& x, const Tensor& y, const Tens
 // basis = [t E | t P̃] [d, d+k] float64, eigenvalues = Λ [d] float64. Returns ∂L/∂a [n].
 template <class K>
 Tensor vjp_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& f, const Tensor& h,
-                const Tensor& g, const Tensor& basis, const Tensor& eigenvalues, int64_t block_rows) {
-  detail::check_rows(x, y, a, f, h, g);
+                const Tensor& ge, const Tensor& basis, const Tensor& eigenvalues, int64_t block_rows) {
+  detail::check_rows(x, y, a, f, h);
+  check_like(ge, x, "ge (g·e per row)", {x.size(0)});
   const int64_t n = x.size(0), d = x.size(1), k = y.size(1);
   check_f64(basis, x, "basis ([t E | t P̃])", {d, d + k});
   check_f64(eigenvalues, x, "eigenvalues", {d});
   const auto bb = basis.to(x.scalar_type());
   const auto lam = eigenvalues.contiguous();
   const auto yc = y.contiguous(), ac = a.contiguous(), fc = f.contiguous(), hc = h.contiguous(),
-             gc = g.contiguous();
+             gec = ge.contiguous();
   auto grad = at::empty({n}, x.options());
   const int64_t blk = block_rows_for(block_rows, n, d);
   auto o = at::empty({blk, d + k}, x.options());
@@ -230,7 +235,7 @@ Tensor vjp_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor&
     auto ob = o.slice(0, 0, e - s);
     at::mm_out(ob, x.slice(0, s, e), bb);
     K::vjp_rows(ob, lam, fc.slice(0, s, e), yc.slice(0, s, e), ac.slice(0, s, e), hc.slice(0, s, e),
-                gc.slice(0, s, e), grad.slice(0, s, e));
+                gec.slice(0, s, e), grad.slice(0, s, e));
   }
   return grad;
 }

@@ -57,9 +57,9 @@ DIVAEXT_HD double loss_row(const T* f, const T* y, T w, int kind, T* g, long k) 
   return double(w) * (sy * lse - yf);
 }
 
-// Backward scalars of one row: c = a (g·e) / D, u = g / D.
+// Backward scalars of one row: ge = g·e, c = a (g·e) / D, u = g / D.
 template <typename T>
-DIVAEXT_HD void vjp_scalars_row(const T* f, const T* y, T a, T h, const T* g, T* c, T* u, long k) {
+DIVAEXT_HD void vjp_scalars_row(const T* f, const T* y, T a, T h, const T* g, T* c, T* u, T* ge_out, long k) {
   const double D = 1.0 - double(a) * double(h);
   double ge = 0;
   for (long j = 0; j < k; ++j) {
@@ -67,23 +67,21 @@ DIVAEXT_HD void vjp_scalars_row(const T* f, const T* y, T a, T h, const T* g, T*
     u[j] = T(double(g[j]) / D);
   }
   *c = T(double(a) * ge / D);
+  *ge_out = T(ge);
 }
 
 // ∂L/∂a of one row in the eigenbasis of the whitened C̃ = Zᵀ diag(c) Z = E Λ Eᵀ:
 // o = xᵀ [t E | t P̃] (d + k values), so o[:d] = Eᵀ z and o[d:] = P̃ᵀ z. Then
-// ∂L/∂a = D (P̃ᵀz)·e + Σ_m λ_m (Eᵀz)_m² − h (g·e) − a (g·e) h² / D.
+// ∂L/∂a = D (P̃ᵀz)·e + Σ_m λ_m (Eᵀz)_m² − h (g·e) − a (g·e) h² / D. Only the scalar g·e of
+// the loss gradient is needed here, so the passes keep that [n] rather than g [n,k].
 template <typename T>
-DIVAEXT_HD T vjp_row(const T* o, const double* lam, const T* f, const T* y, T a, T h, const T* g, long d,
+DIVAEXT_HD T vjp_row(const T* o, const double* lam, const T* f, const T* y, T a, T h, T ge_in, long d,
                      long k) {
   double q = 0;
   for (long m = 0; m < d; ++m) q += lam[m] * double(o[m]) * double(o[m]);
-  double pe = 0, ge = 0;
-  for (long c = 0; c < k; ++c) {
-    const double e = double(y[c]) - double(f[c]);
-    pe += double(o[d + c]) * e;
-    ge += double(g[c]) * e;
-  }
-  const double hh = double(h), D = 1.0 - double(a) * hh;
+  double pe = 0;
+  for (long c = 0; c < k; ++c) pe += double(o[d + c]) * (double(y[c]) - double(f[c]));
+  const double hh = double(h), D = 1.0 - double(a) * hh, ge = double(ge_in);
   return T(D * pe + q - hh * ge - double(a) * ge * hh * hh / D);
 }
 

@@ -16,18 +16,18 @@ struct RowKernels {
   static void vjp_scalars(const at::Tensor& f /*[b,k]*/, const at::Tensor& y /*[b,k]*/,
                           const at::Tensor& a /*[b]*/, const at::Tensor& h /*[b]*/,
                           const at::Tensor& g /*[b,k]*/, at::Tensor c /*[b] out*/,
-                          at::Tensor u /*[b,k] out*/);
+                          at::Tensor u /*[b,k] out*/, at::Tensor ge /*[b] out: g·e*/);
   // loo_rows + loss_grad + vjp_scalars of the same rows, in one sweep (the fused pass).
   static void loo_grad(const at::Tensor& z /*[b,d]*/, const at::Tensor& yhat /*[b,k]*/,
                        const at::Tensor& y /*[b,k]*/, const at::Tensor& a /*[b]*/,
                        const at::Tensor& w /*[b]*/, int64_t kind, at::Tensor f /*[b,k] out*/,
-                       at::Tensor h /*[b] out*/, at::Tensor g /*[b,k] out*/,
+                       at::Tensor h /*[b] out*/, at::Tensor g /*[b,k] scratch*/,
                        at::Tensor loss /*[b] float64 out*/, at::Tensor c /*[b] out*/,
-                       at::Tensor u /*[b,k] out*/);
+                       at::Tensor u /*[b,k] out*/, at::Tensor ge /*[b] out: g·e*/);
   static void vjp_rows(const at::Tensor& o /*[b,d+k] = x [tE | tP̃]*/,
                        const at::Tensor& eigenvalues /*[d] float64*/, const at::Tensor& f /*[b,k]*/,
                        const at::Tensor& y /*[b,k]*/, const at::Tensor& a /*[b]*/,
-                       const at::Tensor& h /*[b]*/, const at::Tensor& g /*[b,k]*/,
+                       const at::Tensor& h /*[b]*/, const at::Tensor& ge /*[b] g·e*/,
                        at::Tensor grad /*[b] out*/);
   static void val_rows(const at::Tensor& xwp /*[b,2k]*/, const at::Tensor& y /*[b,k]*/,
                        at::Tensor grad /*[b] out*/);

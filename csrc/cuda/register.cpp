@@ -38,36 +38,37 @@ struct RowKernels {
     });
   }
   static void vjp_scalars(const at::Tensor& f, const at::Tensor& y, const at::Tensor& a, const at::Tensor& h,
-                          const at::Tensor& g, at::Tensor c, at::Tensor u) {
+                          const at::Tensor& g, at::Tensor c, at::Tensor u, at::Tensor ge) {
     const c10::cuda::CUDAGuard guard(f.device());
     const auto stream = c10::cuda::getCurrentCUDAStream().stream();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "divaext_vjp_scalars_cuda", [&] {
       C10_CUDA_CHECK(launch_vjp_scalars<scalar_t>(ptr<scalar_t>(f), ptr<scalar_t>(y), ptr<scalar_t>(a),
                                                   ptr<scalar_t>(h), ptr<scalar_t>(g), ptr<scalar_t>(c),
-                                                  ptr<scalar_t>(u), f.size(0), f.size(1), stream));
+                                                  ptr<scalar_t>(u), ptr<scalar_t>(ge), f.size(0), f.size(1),
+                                                  stream));
     });
   }
   static void loo_grad(const at::Tensor& z, const at::Tensor& yhat, const at::Tensor& y, const at::Tensor& a,
                        const at::Tensor& w, int64_t kind, at::Tensor f, at::Tensor h, at::Tensor g, at::Tensor loss,
-                       at::Tensor c, at::Tensor u) {
+                       at::Tensor c, at::Tensor u, at::Tensor ge) {
     const c10::cuda::CUDAGuard guard(z.device());
     const auto stream = c10::cuda::getCurrentCUDAStream().stream();
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "divaext_loo_grad_cuda", [&] {
       C10_CUDA_CHECK(launch_loo_grad<scalar_t>(ptr<scalar_t>(z), ptr<scalar_t>(yhat), ptr<scalar_t>(y),
                                                ptr<scalar_t>(a), ptr<scalar_t>(w), int(kind), ptr<scalar_t>(f),
                                                ptr<scalar_t>(h), ptr<scalar_t>(g), ptr<double>(loss),
-                                               ptr<scalar_t>(c), ptr<scalar_t>(u), z.size(0), z.size(1),
-                                               y.size(1), stream));
+                                               ptr<scalar_t>(c), ptr<scalar_t>(u), ptr<scalar_t>(ge), z.size(0),
+                                               z.size(1), y.size(1), stream));
     });
   }
   static void vjp_rows(const at::Tensor& o, const at::Tensor& eigenvalues, const at::Tensor& f, const at::Tensor& y,
-                       const at::Tensor& a, const at::Tensor& h, const at::Tensor& g, at::Tensor grad) {
+                       const at::Tensor& a, const at::Tensor& h, const at::Tensor& ge, at::Tensor grad) {
     const c10::cuda::CUDAGuard guard(f.device());
     const auto stream = c10::cuda::getCurrentCUDAStream().stream();
     AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "divaext_vjp_rows_cuda", [&] {
       C10_CUDA_CHECK(launch_vjp_rows<scalar_t>(ptr<scalar_t>(o), ptr<double>(eigenvalues), ptr<scalar_t>(f),
                                                ptr<scalar_t>(y), ptr<scalar_t>(a), ptr<scalar_t>(h),
-                                               ptr<scalar_t>(g), ptr<scalar_t>(grad), f.size(0),
+                                               ptr<scalar_t>(ge), ptr<scalar_t>(grad), f.size(0),
                                                eigenvalues.size(0), f.size(1), stream));
     });
   }

@@ -90,10 +90,11 @@ __device__ __forceinline__ double loss_row_warp(const T* fi, const T* yi, double
   return wi * (sy * lse - yf);
 }
 
-// c = a (g·e) / D and u = g / D of row i (whole warp). Reads fi and gi written by this warp.
+// ge = g·e, c = a (g·e) / D and u = g / D of row i (whole warp). Reads fi and gi written by
+// this warp.
 template <typename T>
 __device__ __forceinline__ void vjp_scalars_warp(const T* fi, const T* yi, double ai, double D, const T* gi,
-                                                 T* ci, T* ui, long k, int lane) {
+                                                 T* ci, T* ui, T* gei, long k, int lane) {
   double ge = 0;
   for (long j = lane; j < k; j += kWarp) {
     const double gj = double(gi[j]);
@@ -101,7 +102,10 @@ __device__ __forceinline__ void vjp_scalars_warp(const T* fi, const T* yi, doubl
     ui[j] = T(gj / D);
   }
   ge = warp_sum(ge);
-  if (lane == 0) *ci = T(ai * ge / D);
+  if (lane == 0) {
+    *ci = T(ai * ge / D);
+    *gei = T(ge);
+  }
 }
 
 template <typename T>
@@ -129,12 +133,13 @@ __global__ void loss_grad_kernel(const T* __restrict__ f, const T* __restrict__ 
 template <typename T>
 __global__ void vjp_scalars_kernel(const T* __restrict__ f, const T* __restrict__ y, const T* __restrict__ a,
                                    const T* __restrict__ h, const T* __restrict__ g, T* __restrict__ c,
-                                   T* __restrict__ u, long b, long k) {
+                                   T* __restrict__ u, T* __restrict__ ge, long b, long k) {
   int lane;
   const long i = warp_row(lane);
   if (i >= b) return;
   const double ai = double(a[i]);
-  vjp_scalars_warp(f + i * k, y + i * k, ai, 1.0 - ai * double(h[i]), g + i * k, c + i, u + i * k, k, lane);
+  vjp_scalars_warp(f + i * k, y + i * k, ai, 1.0 - ai * double(h[i]), g + i * k, c + i, u + i * k, ge + i, k,
+                   lane);
 }
 
 // The fused pass. f and g of a row are written and re-read by the same warp: __syncwarp orders
@@ -143,7 +148,8 @@ template <typename T>
 __global__ void loo_grad_kernel(const T* __restrict__ z, const T* __restrict__ yhat, const T* __restrict__ y,
                                 const T* __restrict__ a, const T* __restrict__ w, int kind, T* __restrict__ f,
                                 T* __restrict__ h, T* __restrict__ g, double* __restrict__ loss,
-                                T* __restrict__ c, T* __restrict__ u, long b, long d, long k) {
+                                T* __restrict__ c, T* __restrict__ u, T* __restrict__ ge, long b, long d,
+                                long k) {
   int lane;
   const long i = warp_row(lane);
   if (i >= b) return;
@@ -155,7 +161,7 @@ __global__ void loo_grad_kernel(const T* __restrict__ z, const T* __restrict__ y
   __syncwarp();
   const double l = loss_row_warp(fi, y + i * k, double(w[i]), kind, gi, k, lane);
   __syncwarp();
-  vjp_scalars_warp(fi, y + i * k, ai, D, gi, c + i, u + i * k, k, lane);
+  vjp_scalars_warp(fi, y + i * k, ai, D, gi, c + i, u + i * k, ge + i, k, lane);
   if (lane == 0) {
     h[i] = T(hh);
     loss[i] = l;
@@ -165,24 +171,19 @@ __global__ void loo_grad_kernel(const T* __restrict__ z, const T* __restrict__ y
 template <typename T>
 __global__ void vjp_rows_kernel(const T* __restrict__ o, const double* __restrict__ lam, const T* __restrict__ f,
                                 const T* __restrict__ y, const T* __restrict__ a, const T* __restrict__ h,
-                                const T* __restrict__ g, T* __restrict__ grad, long b, long d, long k) {
+                                const T* __restrict__ ge_in, T* __restrict__ grad, long b, long d, long k) {
   int lane;
   const long i = warp_row(lane);
   if (i >= b) return;
   const T* oi = o + i * (d + k);
   double q = 0;
   for (long m = lane; m < d; m += kWarp) q += lam[m] * double(oi[m]) * double(oi[m]);
-  double pe = 0, ge = 0;
-  for (long c = lane; c < k; c += kWarp) {
-    const double e = double(y[i * k + c]) - double(f[i * k + c]);
-    pe += double(oi[d + c]) * e;
-    ge += double(g[i * k + c]) * e;
-  }
+  double pe = 0;
+  for (long c = lane; c < k; c += kWarp) pe += double(oi[d + c]) * (double(y[i * k + c]) - double(f[i * k + c]));
   q = warp_sum(q);
   pe = warp_sum(pe);
-  ge = warp_sum(ge);
   if (lane == 0) {
-    const double hh = double(h[i]), ai = double(a[i]), D = 1.0 - ai * hh;
+    const double hh = double(h[i]), ai = double(a[i]), D = 1.0 - ai * hh, ge = double(ge_in[i]);
     grad[i] = T(D * pe + q - hh * ge - ai * ge * hh * hh / D);
   }
 }
@@ -221,21 +222,21 @@ cudaError_t launch_loss_grad(const T* f, const T* y, const T* w, int kind, T* g,
 }
 
 template <typename T>
-cudaError_t launch_vjp_scalars(const T* f, const T* y, const T* a, const T* h, const T* g, T* c, T* u, long b,
-                               long k, cudaStream_t stream) {
-  DIVAEXT_LAUNCH(vjp_scalars_kernel<T>, b, stream, f, y, a, h, g, c, u, b, k);
+cudaError_t launch_vjp_scalars(const T* f, const T* y, const T* a, const T* h, const T* g, T* c, T* u, T* ge,
+                               long b, long k, cudaStream_t stream) {
+  DIVAEXT_LAUNCH(vjp_scalars_kernel<T>, b, stream, f, y, a, h, g, c, u, ge, b, k);
 }
 
 template <typename T>
 cudaError_t launch_loo_grad(const T* z, const T* yhat, const T* y, const T* a, const T* w, int kind, T* f, T* h,
-                            T* g, double* loss, T* c, T* u, long b, long d, long k, cudaStream_t stream) {
-  DIVAEXT_LAUNCH(loo_grad_kernel<T>, b, stream, z, yhat, y, a, w, kind, f, h, g, loss, c, u, b, d, k);
+                            T* g, double* loss, T* c, T* u, T* ge, long b, long d, long k, cudaStream_t stream) {
+  DIVAEXT_LAUNCH(loo_grad_kernel<T>, b, stream, z, yhat, y, a, w, kind, f, h, g, loss, c, u, ge, b, d, k);
 }
 
 template <typename T>
 cudaError_t launch_vjp_rows(const T* o, const double* lam, const T* f, const T* y, const T* a, const T* h,
-                            const T* g, T* grad, long b, long d, long k, cudaStream_t stream) {
-  DIVAEXT_LAUNCH(vjp_rows_kernel<T>, b, stream, o, lam, f, y, a, h, g, grad, b, d, k);
+                            const T* ge, T* grad, long b, long d, long k, cudaStream_t stream) {
+  DIVAEXT_LAUNCH(vjp_rows_kernel<T>, b, stream, o, lam, f, y, a, h, ge, grad, b, d, k);
 }
 
 template <typename T>
@@ -248,10 +249,10 @@ cudaError_t launch_val_rows(const T* xwp, const T* y, T* grad, long b, long k, c
                                           cudaStream_t);                                                    \
   template cudaError_t launch_loss_grad<T>(const T*, const T*, const T*, int, T*, double*, long, long,      \
                                            cudaStream_t);                                                   \
-  template cudaError_t launch_vjp_scalars<T>(const T*, const T*, const T*, const T*, const T*, T*, T*,      \
+  template cudaError_t launch_vjp_scalars<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*,  \
                                              long, long, cudaStream_t);                                     \
   template cudaError_t launch_loo_grad<T>(const T*, const T*, const T*, const T*, const T*, int, T*, T*, T*, \
-                                          double*, T*, T*, long, long, long, cudaStream_t);                 \
+                                          double*, T*, T*, T*, long, long, long, cudaStream_t);             \
   template cudaError_t launch_vjp_rows<T>(const T*, const double*, const T*, const T*, const T*, const T*,  \
                                           const T*, T*, long, long, long, cudaStream_t);                    \
   template cudaError_t launch_val_rows<T>(const T*, const T*, T*, long, long, cudaStream_t);

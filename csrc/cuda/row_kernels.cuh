@@ -18,22 +18,24 @@ template <typename T>
 cudaError_t launch_loss_grad(const T* f /*[b,k]*/, const T* y /*[b,k]*/, const T* w /*[b]*/, int kind,
                              T* g /*[b,k]*/, double* loss /*[b]*/, long b, long k, cudaStream_t stream);
 
-// c = a (g·e) / D, u = g / D with e = y − f, D = 1 − a h.
+// ge = g·e, c = a (g·e) / D, u = g / D with e = y − f, D = 1 − a h.
 template <typename T>
 cudaError_t launch_vjp_scalars(const T* f, const T* y, const T* a, const T* h, const T* g,
-                               T* c /*[b]*/, T* u /*[b,k]*/, long b, long k, cudaStream_t stream);
+                               T* c /*[b]*/, T* u /*[b,k]*/, T* ge /*[b]*/, long b, long k, cudaStream_t stream);
 
 // The fused pass: loo_rows, then the loss (as launch_loss_grad) and vjp_scalars of each row.
+// g [b,k] is block scratch; ge [b] = g·e is what pass B needs of it.
 template <typename T>
 cudaError_t launch_loo_grad(const T* z /*[b,d]*/, const T* yhat /*[b,k]*/, const T* y /*[b,k]*/,
                             const T* a /*[b]*/, const T* w /*[b]*/, int kind, T* f /*[b,k]*/, T* h /*[b]*/,
-                            T* g /*[b,k]*/, double* loss /*[b]*/, T* c /*[b]*/, T* u /*[b,k]*/, long b,
-                            long d, long k, cudaStream_t stream);
+                            T* g /*[b,k]*/, double* loss /*[b]*/, T* c /*[b]*/, T* u /*[b,k]*/, T* ge /*[b]*/,
+                            long b, long d, long k, cudaStream_t stream);
 
-// o = x [tE | tP̃] [b,d+k], lam [d] (float64): grad = D (o[d:]·e) + Σ λ o[:d]² − h (g·e) − a (g·e) h² / D.
+// o = x [tE | tP̃] [b,d+k], lam [d] (float64), ge = g·e [b]:
+// grad = D (o[d:]·e) + Σ λ o[:d]² − h ge − a ge h² / D.
 template <typename T>
 cudaError_t launch_vjp_rows(const T* o, const double* lam, const T* f, const T* y, const T* a, const T* h,
-                            const T* g, T* grad /*[b]*/, long b, long d, long k, cudaStream_t stream);
+                            const T* ge, T* grad /*[b]*/, long b, long d, long k, cudaStream_t stream);
 
 // grad = xp·(y − xw), xwp = [xw | xp] [b,2k].
 template <typename T>

@@ -35,16 +35,16 @@ def _(f, y, w, kind):
 @torch.library.register_fake("divaext::loo_grad")
 def _(x, y, a, w, t, v, kind, min_denominator, block_rows=0):
     n, d, k = x.shape[0], x.shape[1], y.shape[1]
-    return (x.new_empty(n, k), x.new_empty(n), x.new_empty(n, k), _f64(x), _f64(x, d, d), _f64(x, d, k))
+    return (x.new_empty(n, k), x.new_empty(n), x.new_empty(n), _f64(x), _f64(x, d, d), _f64(x, d, k))
 
 
 @torch.library.register_fake("divaext::vjp_gram")
 def _(x, y, a, f, h, g, t, block_rows=0):
-    return _f64(x, x.shape[1], x.shape[1]), _f64(x, x.shape[1], y.shape[1])
+    return _f64(x, x.shape[1], x.shape[1]), _f64(x, x.shape[1], y.shape[1]), x.new_empty(x.shape[0])
 
 
 @torch.library.register_fake("divaext::vjp_rows")
-def _(x, y, a, f, h, g, basis, eigenvalues, block_rows=0):
+def _(x, y, a, f, h, ge, basis, eigenvalues, block_rows=0):
     return x.new_empty(x.shape[0])
 
 

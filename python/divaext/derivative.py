@@ -104,14 +104,14 @@ def _forward(x, y, a, lam, block, group=None):
 
 def _backward(x, y, a, fac, f, h, g, block, group=None):
     """Backward passes A and B: ∂(Σ g·f)/∂a [n] for an upstream gradient g = ∂L/∂f [n,k]."""
-    Ct, Pt = ops.vjp_gram(x, y, a, f, h, g, fac.t, block)
-    return _pass_b(x, y, a, fac, f, h, g, _allreduce(Ct, group), _allreduce(Pt, group), block)
+    Ct, Pt, ge = ops.vjp_gram(x, y, a, f, h, g, fac.t, block)
+    return _pass_b(x, y, a, fac, f, h, ge, _allreduce(Ct, group), _allreduce(Pt, group), block)
 
 
-def _pass_b(x, y, a, fac, f, h, g, Ct, Pt, block):
-    """Backward pass B from the whitened sums C̃ = Zᵀ diag(c) Z and P̃ = Zᵀ U: with
-    C̃ = E Λ Eᵀ, one product x [t E | t P̃] per block gives both quadratic forms."""
-    return ops.vjp_rows(x, y, a, f, h, g, *_pass_b_operands(fac, Ct, Pt), block)
+def _pass_b(x, y, a, fac, f, h, ge, Ct, Pt, block):
+    """Backward pass B from the whitened sums C̃ = Zᵀ diag(c) Z and P̃ = Zᵀ U and ge = g·e [n]:
+    with C̃ = E Λ Eᵀ, one product x [t E | t P̃] per block gives both quadratic forms."""
+    return ops.vjp_rows(x, y, a, f, h, ge, *_pass_b_operands(fac, Ct, Pt), block)
 
 
 def _pass_b_operands(fac, Ct, Pt):
@@ -147,14 +147,14 @@ class _LooDerivative(torch.autograd.Function):
         M, B = D.agree(group, ops.gram, x, a, y, block)  # raises on NaN/Inf features
         fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam)
         # Passes 2 + A fused: the loss is known, so its gradient is formed row by row.
-        f, h, g, loss_sum, Ct, Pt = D.agree(group, ops.loo_grad, x, y, a, w, fac.t, fac.v, kind,
-                                            V.min_denominator(x.dtype), block)
+        f, h, ge, loss_sum, Ct, Pt = D.agree(group, ops.loo_grad, x, y, a, w, fac.t, fac.v, kind,
+                                             V.min_denominator(x.dtype), block)
         total = _allreduce(torch.stack([loss_sum, w.sum(dtype=torch.float64)]), group)
         if group is not None:
             D.check_total_weight(total[1], "loss_weights")
         # Everything downstream is linear in g: normalise the mean once, after the sums.
         inv = 1.0 / total[1]
-        grad = _pass_b(x, y, a, fac, f, h, g * inv.to(g.dtype), _allreduce(Ct, group) * inv,
+        grad = _pass_b(x, y, a, fac, f, h, ge.mul_(inv.to(ge.dtype)), _allreduce(Ct, group) * inv,
                        _allreduce(Pt, group) * inv, block)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(grad)

@@ -501,8 +501,8 @@ def loo_derivative(source, labels, weights=None, *, lam: float = 1.0, loss: str 
     inp = _Inputs(source, labels, weights, lam, num_classes, block_rows, device, group, extra)
     kind, w = inp.extra
     fac = inp.factor()
-    # Passes 2 + A fused: f, h, g (unnormalised) per row; loss, C̃, P̃ summed over rows.
-    f, h, g, loss_sum, Ct, Pt = D.agree(inp.group, _run_pass, inp.stream, "rrrsss", ops.loo_grad,
+    # Passes 2 + A fused: f, h, ge = g·e (unnormalised) per row; loss, C̃, P̃ summed over rows.
+    f, h, ge, loss_sum, Ct, Pt = D.agree(inp.group, _run_pass, inp.stream, "rrrsss", ops.loo_grad,
                                         (inp.y, inp.a, w), fac.t, fac.v, kind,
                                         V.min_denominator(inp.src.dtype), 0)
     total = _allreduce(torch.stack([loss_sum, w.sum(dtype=torch.float64)]), inp.group)
@@ -510,7 +510,8 @@ def loo_derivative(source, labels, weights=None, *, lam: float = 1.0, loss: str 
         D.check_total_weight(total[1], "loss_weights")
     inv = 1.0 / total[1]  # everything downstream is linear in g: normalise the mean once
     basis, evals = _pass_b_operands(fac, _allreduce(Ct, inp.group) * inv, _allreduce(Pt, inp.group) * inv)
-    grad = _run_pass(inp.stream, "r", ops.vjp_rows, (inp.y, inp.a, f, h, g * inv.to(g.dtype)), basis, evals, 0)
+    grad = _run_pass(inp.stream, "r", ops.vjp_rows, (inp.y, inp.a, f, h, ge.mul_(inv.to(ge.dtype))), basis,
+                     evals, 0)
     loss_value = (total[0] / total[1]).to(inp.src.dtype)
     return Derivative(_LossOfWeights.apply(inp.weights, loss_value, grad), grad)
 
@@ -574,6 +575,6 @@ class _StreamedLooPredictions(torch.autograd.Function):
         inp, fac = ctx.inp, ctx.fac
         a, f, h = ctx.saved_tensors
         g = gf.contiguous()
-        Ct, Pt = _run_pass(inp.stream, "ss", ops.vjp_gram, (inp.y, a, f, h, g), fac.t, 0)
+        Ct, Pt, ge = _run_pass(inp.stream, "ssr", ops.vjp_gram, (inp.y, a, f, h, g), fac.t, 0)
         basis, evals = _pass_b_operands(fac, _allreduce(Ct, inp.group), _allreduce(Pt, inp.group))
-        return _run_pass(inp.stream, "r", ops.vjp_rows, (inp.y, a, f, h, g), basis, evals, 0), None
+        return _run_pass(inp.stream, "r", ops.vjp_rows, (inp.y, a, f, h, ge), basis, evals, 0), None
