@@ -57,6 +57,8 @@ def main(argv=None):
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--skip-baseline-above", type=int, default=None,
                    help="do not run the baseline above this n (record it as skipped)")
+    p.add_argument("--accuracy", type=int, default=0, metavar="N",
+                   help="also report the float32 error against the float64 reference at this n")
     p.add_argument("--measure-memory", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     dtype = getattr(torch, args.dtype)
@@ -101,6 +103,26 @@ def main(argv=None):
         mratio = f"{mo / mb:.3f}" if isinstance(mo, int) and isinstance(mb, int) and mb > 0 else "–"
         print(f"| {n:,} | {t_ours:.3f} | {tb} | {speed} | {floor:.3f} | {t_ours / floor:.2f}× | "
               f"{common.fmt_bytes(mo)} | {common.fmt_bytes(mb)} | {mratio} |", flush=True)
+    if args.accuracy:
+        report_accuracy(args)
+
+
+def report_accuracy(args):
+    """float32 results (ours and the plain float32 evaluation) against the float64 reference."""
+    x, labels, a = common.make_problem(args.accuracy, args.d, args.k, torch.float64, args.device)
+    ref = run_baseline(x, labels, a, args.k, args.lam, args.loss)
+    f32 = [t.float() for t in (x, labels, a)]
+    f32[1] = labels
+    rows = {"divaext float32": run_ours(*f32, args.k, args.lam, args.loss),
+            "autograd float32": run_baseline(*f32, args.k, args.lam, args.loss),
+            "divaext float64": run_ours(x, labels, a, args.k, args.lam, args.loss)}
+    print(f"\nAccuracy at n={args.accuracy:,} against the float64 reference (max |error| / max |ref grad|):")
+    print("| result | grad rel. error | loss rel. error |\n|---|---|---|")
+    scale = float(ref.grad.abs().max())
+    for name, out in rows.items():
+        eg = float((out.grad.double() - ref.grad).abs().max()) / scale
+        el = abs(float(out.loss) - float(ref.loss)) / abs(float(ref.loss))
+        print(f"| {name} | {eg:.2e} | {el:.2e} |")
 
 
 if __name__ == "__main__":

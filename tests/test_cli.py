@@ -325,7 +325,7 @@ def test_missing_matplotlib_fails_before_work(data, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv, expected", [
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a positive number or 'loo'"),
+    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a finite number > 0, got 'big', or 'loo'"),
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--loss", "hinge"], "invalid choice: 'hinge'"),
     (["reweight", "x.npy", "y.npy", "-o", "w.csv", "--steps", "0"], "must be a positive integer"),
     (["detect", "x.npy", "y.npy"], "the following arguments are required: -o/--output"),
