@@ -1,8 +1,18 @@
 """Shared test fixtures: the devices and dtypes to run on, and the float32 tolerance rule."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# CI explores the same examples every run (a submission's result is reproducible); locally
+# hypothesis draws fresh ones. DIVAEXT_EXAMPLES_SCALE=10 runs 10× the examples (a soak).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+EXAMPLES_SCALE = int(os.environ.get("DIVAEXT_EXAMPLES_SCALE", "1"))
 
 import divaext
 
