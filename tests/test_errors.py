@@ -157,6 +157,17 @@ def test_mixed_devices():
         divaext.loo_derivative(x, y, a.cuda())
 
 
+def test_inputs_on_different_devices():
+    # A meta tensor stands in for "another device" on machines without a GPU.
+    x, y, a = data()
+    with pytest.raises(ValueError, match=r"weights are on meta but the features are on cpu"):
+        divaext.loo_derivative(x, y, a.to("meta"))
+    with pytest.raises(ValueError, match=r"labels are on meta but the features are on cpu"):
+        divaext.loo_derivative(x, y.to("meta"), a)
+    with pytest.raises(ValueError, match=r"val_features are on meta but the features are on cpu"):
+        divaext.val_derivative(x, y, a, x[:5].to("meta"), y[:5])
+
+
 def test_meta_device_rejected():
     x, y, a = data()
     with pytest.raises(ValueError, match=r"unsupported device meta"):

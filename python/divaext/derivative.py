@@ -1,7 +1,9 @@
 """The dataset derivative: orchestration of the streaming-pass ops (csrc/ops.cpp).
 
 Each public function validates its inputs, runs the row passes on the features' device and
-does the small d×d algebra (Cholesky, triangular inverse, S C S) in float64 here. Passes
+does the small d×d algebra in float64 here: the Cholesky factor of M + λI and its inverse
+t = L⁻ᵀ (so rows are whitened as z = x t), and the eigendecomposition of the whitened sum
+C̃ = Zᵀ diag(c) Z that turns backward pass B into one product per block. Passes
 return either per-row results (kept local) or d×d / d×k sums; ``_allreduce`` is the single
 place where those sums are combined across shards (``group=``, see distributed.py), and the
 local steps that can raise run under ``D.agree`` so that a bad shard fails every rank.
