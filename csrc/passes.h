@@ -138,6 +138,31 @@ std::tuple<Tensor, Tensor> loss_grad(const Tensor& f, const Tensor& y, const Ten
 }
 
 
+namespace detail {
+// The loop shared by the backward-A passes: walk x in blocks, whiten each (z = x t, one full
+// GEMM: t is upper triangular but panels measured slower), let `rows(s, e, z, c, U)` fill c [b]
+// and U [b,k] for rows [s, e), and accumulate C̃ = Zᵀ diag(c) Z and P̃ = Zᵀ U in float64.
+template <class Rows>
+std::tuple<Tensor, Tensor> whitened_sums(const Tensor& x, const Tensor& t, int64_t k, int64_t block_rows,
+                                         Rows&& rows) {
+  const int64_t n = x.size(0), d = x.size(1);
+  const auto tt = t.to(x.scalar_type());
+  GramAccumulator Ct(d, x.options());
+  auto Pt = at::zeros({d, k}, f64_on(x));
+  const int64_t blk = block_rows_for(block_rows, n, d);
+  auto z = at::empty({blk, d}, x.options()), c = at::empty({blk}, x.options()), u = at::empty({blk, k}, x.options());
+  for (int64_t s = 0; s < n; s += blk) {
+    const int64_t e = std::min(n, s + blk);
+    auto zb = z.slice(0, 0, e - s), cb = c.slice(0, 0, e - s), ub = u.slice(0, 0, e - s);
+    at::mm_out(zb, x.slice(0, s, e), tt);
+    rows(s, e, zb, cb, ub);
+    Ct.add(zb, zb * cb.unsqueeze(1));
+    Pt.add_(at::mm(zb.t(), ub));
+  }
+  return {Ct.result(), Pt};
+}
+}  // namespace detail
+
 // Passes 2 + A fused, for a loss known up front (loo_derivative): per block, whitened rows
 // z = x t give f, h and the loss gradient g = w ∂ℓ/∂f row by row, and the backward sums are
 // accumulated from the same z: C̃ = Zᵀ diag(c) Z [d,d] and P̃ = Zᵀ U [d,k] (float64), with
@@ -158,28 +183,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
   check_f64(t, x, "t (inverse Cholesky factor)", {d, d});
   check_f64(v, x, "v (whitened ridge weights)", {d, k});
   TORCH_CHECK_VALUE(kind >= 0 && kind <= 2, "divaext: unknown loss kind ", kind);
-  const auto tt = t.to(x.scalar_type()), vv = v.to(x.scalar_type());
+  const auto vv = v.to(x.scalar_type());
   const auto yc = y.contiguous(), ac = a.contiguous(), wc = w.contiguous();
   auto f = at::empty({n, k}, x.options());
   auto h = at::empty({n}, x.options()), ge = at::empty({n}, x.options());
   auto loss = at::empty({n}, detail::f64_on(x));
-  GramAccumulator Ct(d, x.options());
-  auto Pt = at::zeros({d, k}, detail::f64_on(x));
-  const int64_t blk = block_rows_for(block_rows, n, d);
-  auto z = at::empty({blk, d}, x.options()), c = at::empty({blk}, x.options()), u = at::empty({blk, k}, x.options());
-  auto g = at::empty({blk, k}, x.options());  // the loss gradient lives one block at a time
-  for (int64_t s = 0; s < n; s += blk) {
-    const int64_t e = std::min(n, s + blk);
-    auto zb = z.slice(0, 0, e - s), cb = c.slice(0, 0, e - s), ub = u.slice(0, 0, e - s);
-    at::mm_out(zb, x.slice(0, s, e), tt);  // t is upper triangular; one full GEMM beats panels
+  auto g = at::empty({block_rows_for(block_rows, n, d), k}, x.options());  // lives one block at a time
+  auto [Ct, Pt] = detail::whitened_sums(x, t, k, block_rows, [&](int64_t s, int64_t e, Tensor& zb, Tensor& cb,
+                                                                     Tensor& ub) {
     K::loo_grad(zb, at::mm(zb, vv), yc.slice(0, s, e), ac.slice(0, s, e), wc.slice(0, s, e), kind,
                 f.slice(0, s, e), h.slice(0, s, e), g.slice(0, 0, e - s), loss.slice(0, s, e), cb, ub,
                 ge.slice(0, s, e));
-    Ct.add(zb, zb * cb.unsqueeze(1));
-    Pt.add_(at::mm(zb.t(), ub));
-  }
+  });
   detail::check_denominators(ac, h, min_denominator);
-  return std::make_tuple(f, h, ge, loss.sum(), Ct.result(), Pt);
+  return std::make_tuple(f, h, ge, loss.sum(), Ct, Pt);
 }
 
 // Backward pass A alone (for an upstream gradient g known only after the forward, e.g.
@@ -192,24 +209,15 @@ std::tuple<Tensor, Tensor, Tensor> vjp_gram(const Tensor& x, const Tensor& y, co
   check_like(g, x, "grad_predictions", {x.size(0), y.size(1)});
   const int64_t n = x.size(0), d = x.size(1), k = y.size(1);
   check_f64(t, x, "t (inverse Cholesky factor)", {d, d});
-  const auto tt = t.to(x.scalar_type());
   const auto yc = y.contiguous(), ac = a.contiguous(), fc = f.contiguous(), hc = h.contiguous(),
              gc = g.contiguous();
-  GramAccumulator Ct(d, x.options());
-  auto Pt = at::zeros({d, k}, detail::f64_on(x));
   auto ge = at::empty({n}, x.options());
-  const int64_t blk = block_rows_for(block_rows, n, d);
-  auto z = at::empty({blk, d}, x.options()), c = at::empty({blk}, x.options()), u = at::empty({blk, k}, x.options());
-  for (int64_t s = 0; s < n; s += blk) {
-    const int64_t e = std::min(n, s + blk);
-    auto zb = z.slice(0, 0, e - s), cb = c.slice(0, 0, e - s), ub = u.slice(0, 0, e - s);
-    at::mm_out(zb, x.slice(0, s, e), tt);  // t is upper triangular; one full GEMM beats panels
+  auto [Ct, Pt] = detail::whitened_sums(x, t, k, block_rows, [&](int64_t s, int64_t e, Tensor&, Tensor& cb,
+                                                                     Tensor& ub) {
     K::vjp_scalars(fc.slice(0, s, e), yc.slice(0, s, e), ac.slice(0, s, e), hc.slice(0, s, e),
                    gc.slice(0, s, e), cb, ub, ge.slice(0, s, e));
-    Ct.add(zb, zb * cb.unsqueeze(1));
-    Pt.add_(at::mm(zb.t(), ub));
-  }
-  return {Ct.result(), Pt, ge};
+  });
+  return {Ct, Pt, ge};
 }
 
 // Backward pass B: with C̃ = E Λ Eᵀ, one product per block o = x [t E | t P̃] [b, d+k] gives
