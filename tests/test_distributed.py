@@ -138,6 +138,7 @@ def _worker(rank, port, tmp):
     except BaseException:  # noqa: BLE001
         result = {"crash": traceback.format_exc()}
     torch.save(result, os.path.join(tmp, f"rank{rank}.pt"))
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 
