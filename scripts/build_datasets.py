@@ -5,7 +5,8 @@ Outputs
 -------
 shipped (``--shipped``, default ``python/divaext/data/trec_minilm.npz``):
     trec_minilm.npz   TREC 6-class, MiniLM 384-d, float16, train 5452 / test 500
-caches (``--out``, default ``/work/cache/features``), one ``<name>.npz`` each with
+caches (``--out``, default ``$DIVAEXT_CACHE/features``, ``DIVAEXT_CACHE`` defaulting to
+``~/.cache/divaext``), one ``<name>.npz`` each with
 ``train_x, train_y, test_x, test_y, classes, source`` (+ ``val_x, val_y`` when a dev
 split exists, + ``train_idx, test_idx`` row indices into the raw file when we split):
     sst2.npz                 MiniLM, official train/dev/test (6920/872/1821)
@@ -13,14 +14,18 @@ split exists, + ``train_idx, test_idx`` row indices into the raw file when we sp
     smsspam.npz              MiniLM, SMS Spam Collection (5574) split 80/20 stratified
     fashion_mnist_effnet.npz EfficientNet-Lite0 1280-d (float16), first-N subset
     digits.npz               sklearn load_digits raw 64 pixels, standardised, 80/20
+                             (evaluate.py also builds it straight from scikit-learn)
 
 Intermediate per-split embeddings are cached as ``<out>/emb/*.npy`` so a rerun
 only recomputes what is missing.
 
 Example::
 
-    HF_HUB_OFFLINE=1 python scripts/build_datasets.py            # everything
-    HF_HUB_OFFLINE=1 python scripts/build_datasets.py --only trec sst2
+    python scripts/build_datasets.py --data-root DIR               # everything
+    python scripts/build_datasets.py --data-root DIR --only trec sst2
+
+``--data-root`` (or ``DIVAEXT_DATA_ROOT``) is a folder with the raw text sets: ``trec/``,
+``sst2/``, ``agnews/``, ``smsspam/`` (files as named in each builder below).
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cache_dir() -> Path:
+    """Where evaluation caches live: $DIVAEXT_CACHE, else ~/.cache/divaext."""
+    return Path(os.environ.get("DIVAEXT_CACHE") or Path.home() / ".cache" / "divaext")
 ALL = ["trec", "sst2", "agnews", "smsspam", "fashion_mnist", "digits"]
 
 # TREC coarse labels as numbered in harvardnlp/sent-conv-torch (checked against the
@@ -280,10 +290,13 @@ class Builder:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=ALL, default=ALL, help="datasets to build (default: all)")
-    p.add_argument("--out", default="/work/cache/features", help="directory for evaluation caches")
+    p.add_argument("--out", default=str(cache_dir() / "features"),
+                   help="directory for evaluation caches (default: $DIVAEXT_CACHE/features, "
+                        "DIVAEXT_CACHE defaulting to ~/.cache/divaext)")
     p.add_argument("--shipped", default=str(REPO / "python/divaext/data/trec_minilm.npz"),
                    help="path of the shipped TREC file")
-    p.add_argument("--data-root", default="/work/shared/datasets")
+    p.add_argument("--data-root", default=os.environ.get("DIVAEXT_DATA_ROOT"),
+                   help="folder of the raw text data sets (or DIVAEXT_DATA_ROOT)")
     p.add_argument("--fmnist-root", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--fmnist-train", type=int, default=10000, help="first N official train images")
     p.add_argument("--fmnist-test", type=int, default=2000, help="first N official test images")
@@ -294,6 +307,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
+    text_sets = {"trec", "sst2", "agnews", "smsspam"} & set(args.only)
+    if text_sets and not args.data_root:
+        p.error(f"--data-root (or DIVAEXT_DATA_ROOT) is needed for {sorted(text_sets)}")
 
     torch.set_num_threads(args.threads)
     b = Builder(args)

@@ -95,9 +95,9 @@ def _scenarios(rank, npy_path):
 
     # The workflows on shards: Σa and max|g| are taken over all ranks.
     run("detect", lambda: tuple(divaext.detect(x[s:e], y[s:e], weights=a[s:e], lam=0.7, group="default")[:3]))
-    run("reweight", lambda: (divaext.reweight(x[s:e], y[s:e], lam=0.7, loss="ce", steps=2,
+    run("reweight", lambda: (divaext.reweight(x[s:e], y[s:e], select=None, lam=0.7, loss="ce", steps=2,
                                               group="default").weights,))
-    run("reweight_empty", lambda: (divaext.reweight(x[z0:z1], y[z0:z1], lam=0.7, loss="ce", steps=2,
+    run("reweight_empty", lambda: (divaext.reweight(x[z0:z1], y[z0:z1], select=None, lam=0.7, loss="ce", steps=2,
                                                     group="default").weights,))
 
     # Faults: one rank's input is bad; both ranks must raise (and then carry on).
@@ -121,7 +121,7 @@ def _scenarios(rank, npy_path):
     # Loss weights all zero on one rank are fine (the mean is over all ranks), on all ranks not.
     run("zero_w_rank0", lambda: tuple(divaext.loo_derivative(x[s:e], y[s:e], a[s:e], lam=0.7,
                                                              loss_weights=w[s:e] * rank, group="default")))
-    run("fault_reweight", lambda: divaext.reweight(x[s:e], y[s:e], weights=neg, lam=0.7, group="default"))
+    run("fault_reweight", lambda: divaext.reweight(x[s:e], y[s:e], weights=neg, select=None, lam=0.7, group="default"))
     run("fault_zero_w", lambda: divaext.loo_derivative(x[s:e], y[s:e], a[s:e], loss_weights=0 * w[s:e],
                                                        group="default"))
     run("after_faults", lambda: tuple(divaext.loo_derivative(x[s:e], y[s:e], a[s:e], lam=0.7,
@@ -277,8 +277,8 @@ def test_detect_and_reweight_on_shards_match_single_process(ranks):
             assert torch.equal(got, det[i])
         else:
             _close(got, det[i])
-    _close(_cat(ranks, "reweight", 0), divaext.reweight(x, y, lam=0.7, loss="ce", steps=2).weights)
-    _close(_cat(ranks, "reweight_empty", 0), divaext.reweight(x, y, lam=0.7, loss="ce", steps=2).weights)
+    _close(_cat(ranks, "reweight", 0), divaext.reweight(x, y, select=None, lam=0.7, loss="ce", steps=2).weights)
+    _close(_cat(ranks, "reweight_empty", 0), divaext.reweight(x, y, select=None, lam=0.7, loss="ce", steps=2).weights)
 
 
 def test_bad_weights_in_a_sharded_workflow_raise_on_every_rank(ranks):

@@ -28,7 +28,7 @@ def test_extend_prefers_clean_pool_samples(seed):
 
 def test_extend_rounds_losses_and_stop_rule():
     core, pool = _core_and_pool(2)
-    res = extend(core.x, core.y, pool.x, pool.y, batch_size=7)
+    res = extend(core.x, core.y, pool.x, pool.y, batch_size=7, lam=1.0, intercept=False)
     assert res.rounds[0] == 0 and res.rounds[-1] == len(res.order)
     assert len(res.losses) == len(res.rounds)
     assert all(b - a <= 7 for a, b in zip(res.rounds, res.rounds[1:]))

@@ -26,7 +26,7 @@ def test_detect_flags_flipped_labels():
 def test_detect_scores_are_grad_times_total_weight():
     data = blobs(120, flip=0.1, seed=2)
     w = torch.rand(120, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 0.5
-    res = detect(data.x, data.y, weights=w, lam=2.0, eps=0.3)
+    res = detect(data.x, data.y, weights=w, lam=2.0, eps=0.3, intercept=False)
     ref = divaext.loo_derivative(data.x, data.y, w, lam=2.0, loss="ce")
     torch.testing.assert_close(res.grad, ref.grad)
     torch.testing.assert_close(res.scores, ref.grad * w.sum())
@@ -37,7 +37,7 @@ def test_detect_scores_are_grad_times_total_weight():
 def test_detect_with_validation_set():
     train = blobs(200, flip=0.2, seed=3)
     val = blobs(100, seed=4)
-    res = detect(train.x, train.y, val_features=val.x, val_labels=val.y)
+    res = detect(train.x, train.y, lam=1.0, intercept=False, val_features=val.x, val_labels=val.y)
     ref = divaext.val_derivative(train.x, train.y, None, val.x, val.y, loss="ce")
     torch.testing.assert_close(res.grad, ref.grad)
     assert auc(res.scores, train.flipped) > 0.9
@@ -85,7 +85,7 @@ def test_reweight_lowers_the_loo_loss_on_digits():
 
     digits = load_digits()
     x, y = torch.tensor(digits.data / 16.0), torch.tensor(digits.target)
-    res = reweight(x, y, steps=2)
+    res = reweight(x, y, select=None, lam=1.0, intercept=False, loss="ce_misclassified", steps=2)
     assert len(res.losses) == 3
     assert res.losses[0] > res.losses[1] > res.losses[2]
     assert bool((res.weights >= 0).all()) and res.weights.shape == (len(y),)
@@ -96,21 +96,21 @@ def test_reweight_lowers_the_loo_loss_on_digits():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_reweight_lowers_the_smooth_ce_loss(seed):
     data = blobs(200, sep=0.7, seed=seed)
-    res = reweight(data.x, data.y, loss="ce", steps=3)
+    res = reweight(data.x, data.y, select=None, loss="ce", steps=3)
     assert res.losses[0] > res.losses[1] > res.losses[2] > res.losses[3]
 
 
 def test_reweight_step_moves_the_largest_weight_by_step_size():
     data = blobs(100, sep=0.7, seed=8)
     g = divaext.loo_derivative(data.x, data.y, loss="ce").grad
-    res = reweight(data.x, data.y, loss="ce", steps=1, step_size=0.5)
+    res = reweight(data.x, data.y, select=None, lam=1.0, intercept=False, loss="ce", steps=1, step_size=0.5)
     torch.testing.assert_close(res.weights, 1 - 0.5 * g / g.abs().max())
     assert float((res.weights - 1).abs().max()) == pytest.approx(0.5)
 
 
 def test_reweight_downweights_flipped_labels_with_ce():
     data = blobs(300, flip=0.2, seed=9)
-    res = reweight(data.x, data.y, loss="ce", steps=2)
+    res = reweight(data.x, data.y, select=None, loss="ce", steps=2)
     assert res.weights[data.flipped].mean() < 0.5 * res.weights[~data.flipped].mean()
 
 
@@ -118,7 +118,8 @@ def test_reweight_trainable_mask_and_validation_loss():
     train = blobs(150, flip=0.2, seed=10)
     val = blobs(80, seed=11)
     mask = torch.arange(150) < 100
-    res = reweight(train.x, train.y, loss="ce", trainable=mask, val_features=val.x, val_labels=val.y)
+    res = reweight(train.x, train.y, select=None, lam=1.0, intercept=False, loss="ce", trainable=mask,
+                   val_features=val.x, val_labels=val.y)
     assert torch.equal(res.weights[~mask], torch.ones(50, dtype=torch.float64))
     assert res.losses[-1] < res.losses[0]
     ref = divaext.val_derivative(train.x, train.y, res.weights, val.x, val.y, loss="ce").loss
@@ -128,19 +129,19 @@ def test_reweight_trainable_mask_and_validation_loss():
 def test_reweight_loss_weights():
     data = blobs(120, flip=0.2, seed=12)
     lw = (torch.arange(120) < 60).double()  # only the first half's LOO loss counts
-    res = reweight(data.x, data.y, loss="ce", steps=1, loss_weights=lw)
+    res = reweight(data.x, data.y, select=None, lam=1.0, intercept=False, loss="ce", steps=1, loss_weights=lw)
     d0 = divaext.loo_derivative(data.x, data.y, loss="ce", loss_weights=lw)
     torch.testing.assert_close(res.weights, (1 - d0.grad / d0.grad.abs().max()).clamp_min(0))
     assert res.losses[0] == pytest.approx(float(d0.loss))
     with pytest.raises(ValueError, match="loss_weights apply to the LOO loss only"):
-        reweight(data.x, data.y, loss_weights=lw, val_features=data.x, val_labels=data.y)
+        reweight(data.x, data.y, select=None, loss_weights=lw, val_features=data.x, val_labels=data.y)
 
 
 def test_reweight_zero_gradient_keeps_weights():
     # two far apart classes: no LOO mistakes, so the misclassified-only loss and its gradient are 0
     x = torch.tensor([[10.0, 0], [11, 0], [12, 0], [0, 10], [0, 11], [0, 12]], dtype=torch.float64)
     y = torch.tensor([0, 0, 0, 1, 1, 1])
-    res = reweight(x, y, lam=0.1, loss="ce_misclassified")
+    res = reweight(x, y, select=None, lam=0.1, loss="ce_misclassified")
     assert res.losses == [0.0, 0.0, 0.0]
     assert torch.equal(res.weights, torch.ones(6, dtype=torch.float64))
 
@@ -149,6 +150,10 @@ def test_reweight_bad_input():
     data = blobs(20)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         reweight(data.x, data.y, steps=0)
+    with pytest.raises(ValueError, match="select must be 'auto' or None, got 'best'"):
+        reweight(data.x, data.y, select="best")
+    with pytest.raises(ValueError, match="folds must be between 2 and the number of samples"):
+        reweight(data.x, data.y, folds=50)
     with pytest.raises(ValueError, match="step_size must be a finite number > 0"):
         reweight(data.x, data.y, step_size=-1)
     with pytest.raises(ValueError, match=r"trainable must be a \(20,\) bool mask"):

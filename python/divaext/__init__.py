@@ -12,8 +12,9 @@ import torch  # noqa: F401  (must be imported before the compiled core)
 from ._ops import _C
 from .derivative import Derivative, loo_derivative, loo_predictions, val_derivative
 from . import distributed, streaming, workflows
-from .workflows import (AugmentResult, DetectResult, ExtendResult, LabelNameResult, LambdaResult, ReweightResult,
-                        augmentation_weights, detect, extend, extend_with_label_names, reweight, select_lambda)
+from .workflows import (AugmentResult, DetectResult, ExtendResult, LabelNameResult, LambdaResult, LooProbs,
+                        ReweightResult, augmentation_weights, detect, extend, extend_with_label_names, loo_pred_probs,
+                        reweight, select_lambda)
 
 __version__ = "0.1.0"
 
@@ -42,7 +43,7 @@ def __getattr__(name):  # lazy: the estimator imports scikit-learn (~2 s) when i
 
 __all__ = [
     "Derivative", "build_info", "loo_derivative", "loo_predictions", "val_derivative", "__version__",
-    "distributed", "streaming", "workflows", "detect", "reweight", "extend", "extend_with_label_names", "select_lambda",
+    "distributed", "streaming", "workflows", "detect", "loo_pred_probs", "LooProbs", "reweight", "extend", "extend_with_label_names", "select_lambda",
     "augmentation_weights", "RidgeClassifier", "DetectResult", "ReweightResult", "ExtendResult",
     "LabelNameResult", "LambdaResult", "AugmentResult",
 ]

@@ -255,7 +255,7 @@ def _np(t) -> np.ndarray:
 
 
 def cmd_detect(args) -> None:
-    from .demo import detection_metrics
+    from .evaluation import detection_metrics
     from .workflows import detect
 
     args.loss = args.loss or _default_loss("detect")

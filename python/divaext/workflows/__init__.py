@@ -1,6 +1,8 @@
 """The DIVA workflows on top of the dataset derivative (arXiv 2111.09785, Sec. 5):
 
-- :func:`detect`: flag detrimental samples (derivative > 0) and score them;
+- :func:`detect`: score samples by the derivative and flag the likely mislabeled ones (the
+  cut estimated from the data by confident learning);
+- :func:`loo_pred_probs`: calibrated leave-one-out class probabilities (cleanlab-ready);
 - :func:`reweight`: a few large normalised gradient steps on the sample weights;
 - :func:`extend` / :func:`extend_with_label_names`: grow a core set from a pool;
 - :func:`select_lambda`: the ridge strength by LOO error over a grid, from one eigendecomposition;
@@ -11,12 +13,13 @@ return CPU tensors.
 """
 from .augment import AugmentResult, augmentation_weights
 from .detect import DetectResult, detect
+from .probs import LooProbs, loo_pred_probs
 from .extend import ExtendResult, LabelNameResult, extend, extend_with_label_names
 from .reweight import ReweightResult, reweight
 from .select_lambda import LambdaResult, default_grid, select_lambda
 
 __all__ = [
-    "AugmentResult", "DetectResult", "ExtendResult", "LabelNameResult", "LambdaResult", "ReweightResult",
-    "augmentation_weights", "default_grid", "detect", "extend", "extend_with_label_names", "reweight",
+    "AugmentResult", "DetectResult", "ExtendResult", "LabelNameResult", "LambdaResult", "LooProbs", "ReweightResult",
+    "augmentation_weights", "default_grid", "detect", "loo_pred_probs", "extend", "extend_with_label_names", "reweight",
     "select_lambda",
 ]

@@ -94,6 +94,12 @@ def global_sum(t: torch.Tensor, group) -> torch.Tensor:
     return s if group is None else D.allreduce_sum(s.to(D._flag_device(group)), group)
 
 
+def global_sum_vec(t: torch.Tensor, group) -> torch.Tensor:
+    """Elementwise float64 sum of a small vector over every rank (itself on one process)."""
+    t = t.double()
+    return t if group is None else D.allreduce_sum(t.to(D._flag_device(group)), group).to(t.device)
+
+
 def global_max(t: torch.Tensor, group) -> torch.Tensor:
     """Maximum over every rank's shard (an empty shard contributes 0)."""
     m = (t.max() if t.numel() else t.new_zeros(())).double().reshape(1)
@@ -112,3 +118,45 @@ def derivative(x, y, a, *, lam, loss, num_classes, xv=None, yv=None, loss_weight
 
 def cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().cpu()
+
+
+def with_intercept(x: Optional[torch.Tensor], intercept: bool) -> Optional[torch.Tensor]:
+    """(n, d) → (n, d+1) with a constant last column when ``intercept``: the classifier's
+    intercept, penalised like every other weight, so the derivative is that of the model a
+    user fits (:class:`divaext.RidgeClassifier` with ``fit_intercept=True``). Costs one copy
+    of the features; pass ``intercept=False`` when they already hold a constant column."""
+    if x is None or not intercept:
+        return x
+    return torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
+
+
+def check_flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"divaext: {name} must be True or False, got {value!r}")
+    return value
+
+
+def model_lam(lam, x, y, a, num_classes, group=None) -> float:
+    """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ of the
+    lowest LOO error over :func:`divaext.select_lambda`'s default grid."""
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise ValueError(f"divaext: lam must be a number > 0 or 'auto', got {lam!r}")
+        if group is not None:
+            raise ValueError("divaext: lam='auto' is not available on row shards (group=...); "
+                             "choose lam on one process (divaext.select_lambda) and pass the number")
+        from .select_lambda import select_lambda
+
+        return float(select_lambda(x, y, a, num_classes=num_classes).lam)
+    return V.check_lam(lam)
+
+
+def sqrt_eps(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps) ** 0.5
+
+
+def below_rounding(scores: torch.Tensor, loss: float) -> torch.Tensor:
+    """(n,) bool: derivative scores (grad · Σa) within their own rounding level, √eps ×
+    |loss|. They carry no sign: an exactly-zero true derivative (n = 1, mutually orthogonal
+    rows) comes out as ±1e-17, and no decision may rest on that."""
+    return scores.abs() <= sqrt_eps(scores.dtype) * abs(loss)

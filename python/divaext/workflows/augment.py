@@ -69,7 +69,8 @@ def augmentation_weights(augmented: Dict[str, object], labels, *, lam: float = 1
 
     x = torch.cat(copies)  # (T·n, d)
     y_all = y.repeat(len(copies), *([1] * (y.dim() - 1)))
-    res = reweight(x, y_all, lam=lam, loss=loss, steps=steps, step_size=step_size,
+    # the recipe as given (its shares are the point, not a held-out check), on the features as given
+    res = reweight(x, y_all, lam=lam, intercept=False, select=None, loss=loss, steps=steps, step_size=step_size,
                    num_classes=num_classes, progress=progress, trainable=trainable)
     w = res.weights[: len(names) * n]
     shares = w.view(len(names), n).sum(1, dtype=torch.float64)

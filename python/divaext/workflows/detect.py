@@ -1,73 +1,204 @@
-"""Detect: flag the samples whose weight increases the loss (paper Sec. "Detrimental samples").
+"""Detect: score every sample by the dataset derivative and flag the ones whose label looks wrong.
 
 A sample j is detrimental when ∂L/∂a_j > 0: giving it more weight makes the (LOO or
-validation) loss worse, so removing it or lowering its weight helps.
+validation) loss worse. The derivative ranks samples very well, but its sign alone flags far
+too many (on clean labels a third of the samples have a positive derivative), so by default
+the cut is chosen from the data: confident learning on the calibrated LOO probabilities
+estimates how many labels are wrong, and that many samples are flagged, worst DIVA score
+first (:mod:`divaext.workflows.label_quality`).
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple, Optional
 
 import torch
 
 from .. import distributed as D
 from . import _common as C
+from . import label_quality as LQ
+from .probs import class_labels, probs_on_device
+
+# λ of the derivative = this × the λ of the lowest LOO error, when lam="auto". Chosen on our
+# six evaluation sets with noise draws 0–2 (RESULTS.md, "How the defaults were chosen"): the
+# derivative's ranking is cleaner with more ridge than the classifier wants (AUC +0.003 to
+# +0.02 at 3× on 29 of 30 cases), and 10× lost F1 on SST-2.
+DETECT_LAM_FACTOR = 3.0
 
 
 class DetectResult(NamedTuple):
-    """``scores`` (n,) float: the DIVA score ``grad · Σa`` (see :func:`detect`);
-    ``grad`` (n,) the raw derivative ∂L/∂a; ``detrimental`` (n,) bool ``scores > eps``;
-    ``loss`` the loss at the given weights. Tensors on the CPU, in the features' dtype."""
+    """Per sample (n,), on the CPU: ``scores`` the DIVA score ``grad · Σa`` (higher = more
+    harmful; 0 where the derivative is below its rounding level); ``grad`` the raw derivative
+    ∂L/∂a; ``detrimental`` bool, the flag; ``label_quality`` in [0, 1], the calibrated LOO
+    probability of the given label (low = suspicious); ``predicted_label`` int64, the LOO
+    prediction; ``predicted_prob`` its calibrated probability. ``loss`` the loss at the given
+    weights; ``num_issues`` confident learning's estimate of how many labels are wrong;
+    ``threshold`` the score cut that was applied (flag = score > threshold; ``-inf`` when
+    nothing could be cut, ``inf`` when nothing is flagged); ``settings`` what was used (λ,
+    factor, loss, intercept, threshold rule, temperature). The last four label fields are
+    None for float targets (no class labels to calibrate)."""
 
     scores: torch.Tensor
     grad: torch.Tensor
     detrimental: torch.Tensor
     loss: float
+    label_quality: Optional[torch.Tensor] = None
+    predicted_label: Optional[torch.Tensor] = None
+    predicted_prob: Optional[torch.Tensor] = None
+    num_issues: Optional[int] = None
+    threshold: float = 0.0
+    settings: Optional[dict] = None
+
+    def to_dataframe(self, ids=None, classes=None):
+        """A pandas DataFrame, one row per sample, worst first (flagged, then by score).
+
+        ``ids``: optional (n,) identifiers (a column ``id``; default the row index);
+        ``classes``: optional names of the class indices, for ``predicted_label``.
+        """
+        import pandas as pd
+
+        n = self.scores.shape[0]
+        cols = {"id": list(ids) if ids is not None else list(range(n)), "score": self.scores.numpy(),
+                "detrimental": self.detrimental.numpy()}
+        if ids is not None and len(cols["id"]) != n:
+            raise ValueError(f"divaext: ids has {len(cols['id'])} entries, expected {n}")
+        if self.label_quality is not None:
+            pred = self.predicted_label.numpy()
+            cols.update(label_quality=self.label_quality.numpy(),
+                        predicted_label=[classes[i] for i in pred] if classes is not None else pred,
+                        predicted_prob=self.predicted_prob.numpy())
+        df = pd.DataFrame(cols)
+        return df.sort_values(["detrimental", "score"], ascending=[False, False], kind="stable").reset_index(drop=True)
 
 
-def detect(features, labels, *, weights=None, lam: float = 1.0, loss: str = "ce", eps: float = 0.0,
-           val_features=None, val_labels=None, num_classes: Optional[int] = None, group=None) -> DetectResult:
-    """Score every training sample by the derivative of the loss w.r.t. its weight.
+def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[float] = None,
+           intercept: bool = True, loss: str = "ce", threshold="auto", eps: Optional[float] = None,
+           top_k: Optional[int] = None, val_features=None, val_labels=None,
+           num_classes: Optional[int] = None, group=None) -> DetectResult:
+    """Score every training sample by the derivative of the loss w.r.t. its weight, and flag
+    the samples whose label is likely wrong.
 
     Without a validation set the loss is the leave-one-out loss of the training set itself
     (:func:`divaext.loo_derivative`); with ``val_features``/``val_labels`` it is the loss on
     that validation set (:func:`divaext.val_derivative`).
 
-    Normalisation: the loss is a mean over samples, so each raw derivative shrinks like 1/n.
-    ``scores = grad · Σ_i a_i`` (= ``grad · n`` at unit weights) undoes that: it is the change
-    of the mean loss, per unit of weight, measured in units of one sample's share of the
-    training set, so scores are comparable across dataset sizes. Its sign is the sign of
-    ``grad``; ``eps`` thresholds the score (at the default ``eps = 0`` this is ``grad > 0``).
+    Scores: the loss is a mean over samples, so each raw derivative shrinks like 1/n;
+    ``scores = grad · Σ_i a_i`` undoes that (the change of the mean loss per unit of weight,
+    in units of one sample's share), so scores are comparable across dataset sizes.
 
-    Loss choice (measured on real features): with label noise, ``"ce"`` ranks the
-    mislabeled samples first (AUC 0.95–1.0 on TREC/MiniLM and scikit-learn digits with 20%
-    flipped labels), whereas ``"ce_misclassified"`` *inverts* the ranking (AUC 0.3–0.5):
-    mislabeled samples are exactly the LOO-misclassified ones, so that loss measures how well
-    the model fits the wrong labels and up-weighting other mislabeled samples lowers it.
-    Hence the default here is ``"ce"``.
+    Which samples are flagged (``threshold``):
+
+    * ``"auto"`` (default): estimate the number of wrong labels by confident learning on the
+      calibrated LOO probabilities (:func:`divaext.loo_pred_probs`) and flag that many, highest
+      score first, among the samples with a positive score. Needs no ground truth; on clean
+      labels it flags few. Needs (n,) class labels.
+    * a number ε (or ``eps=ε``): flag ``scores > ε`` (the paper's rule is ε = 0).
+    * ``top_k=m``: flag the m highest scores (among the positive ones).
+
+    Loss choice (measured): with label noise ``"ce"`` ranks the mislabeled samples first;
+    ``"ce_misclassified"`` *inverts* the ranking (AUC 0.3–0.5), because mislabeled samples are
+    exactly the LOO-misclassified ones. Hence the default ``"ce"``.
 
     Args:
         features: (n, d) float32/float64 tensor or array, on CPU or CUDA.
         labels: (n,) integer class indices or (n, k) float targets.
         weights: (n,) non-negative sample weights (default ones).
-        lam: ridge strength > 0.
+        lam: ridge strength of the model > 0, or ``"auto"`` (default): the λ of the lowest LOO
+            error (:func:`divaext.select_lambda`).
+        lam_factor: the derivative is taken at ``lam_factor × lam``; default
+            ``DETECT_LAM_FACTOR`` (3) with ``lam="auto"``, 1 with an explicit λ.
+        intercept: append a constant feature, the model's intercept (default True).
         loss: ``"ce"`` (default), ``"ce_misclassified"`` or ``"mse"``.
-        eps: threshold on ``scores`` above which a sample counts as detrimental.
+        threshold, eps, top_k: the flagging rule (above); give at most one of eps / top_k.
         val_features, val_labels: optional validation set (m, d), (m,) / (m, k).
         num_classes: class count k when the labels do not show it.
-        group: process group of a row-sharded call (see :mod:`divaext.distributed`): each
-            rank passes its rows and gets its rows' results; Σa is taken over all ranks.
+        group: process group of a row-sharded call (see :mod:`divaext.distributed`): each rank
+            passes its rows and gets its rows' results; sums, the temperature, the estimated
+            count and the cut are taken over all ranks (``lam`` must then be a number).
     """
     group = D.resolve_group(group)
+    rule, cut_value = _rule(threshold, eps, top_k)
 
     def prepare():
         x = C.features(features, group=group)
         y = C.labels_like(labels, x)
         xv, yv = C.validation_pair(val_features, val_labels, x)
-        return x, y, C.weights_like(weights, x), xv, yv, float(eps)
+        icpt = C.check_flag(intercept, "intercept")
+        if rule == "auto":
+            class_labels(y)
+        return C.with_intercept(x, icpt), y, C.weights_like(weights, x), C.with_intercept(xv, icpt), yv
 
-    x, y, a, xv, yv, eps = D.agree(group, prepare)
+    x, y, a, xv, yv = D.agree(group, prepare)
     k = C.num_classes_of(num_classes, y, yv, group=group)
-    d = C.derivative(x, y, a, lam=lam, loss=loss, num_classes=k, xv=xv, yv=yv, group=group)
-    grad = C.cpu(d.grad)
-    scores = grad * float(C.global_sum(a, group))
-    return DetectResult(scores, grad, scores > eps, float(d.loss))
+    lam_model = C.model_lam(lam, x, y, a, k, group)
+    factor = C.positive_float(lam_factor, "lam_factor") if lam_factor is not None else (
+        DETECT_LAM_FACTOR if isinstance(lam, str) else 1.0)
+    d = C.derivative(x, y, a, lam=lam_model * factor, loss=loss, num_classes=k, xv=xv, yv=yv, group=group)
+    loss_value = float(d.loss)
+    scores = d.grad * float(C.global_sum(a, group))
+    scores = torch.where(C.below_rounding(scores, loss_value), torch.zeros_like(scores), scores)
+
+    quality = pred = pred_p = num_issues = None
+    temperature = None
+    if y.dim() == 1 and not y.is_floating_point():
+        p, _, temperature = probs_on_device(x, y, a, lam_model, k, group)
+        quality = C.cpu(LQ.label_quality(p, y)).to(x.dtype)
+        pred_p, pred = (C.cpu(t) for t in p.max(1))
+        pred_p = pred_p.to(x.dtype)
+        num_issues = LQ.estimate_num_issues(p, y, k, group)
+    if rule == "auto":
+        cut = _cut_for_count(scores, num_issues, group)
+    elif rule == "top_k":
+        cut = _cut_for_count(scores, cut_value, group)
+    else:
+        cut = cut_value
+    settings = {"lam": lam_model * factor, "lam_model": lam_model, "lam_factor": factor, "loss": loss,
+                "intercept": intercept, "threshold": rule, "cut": cut, "temperature": temperature}
+    scores = C.cpu(scores)
+    return DetectResult(scores, C.cpu(d.grad), scores > cut, loss_value, quality, pred, pred_p, num_issues,
+                        cut, settings)
+
+
+def _rule(threshold, eps, top_k):
+    """("auto" | "eps" | "top_k", value) from the three ways of asking."""
+    given = [name for name, v in (("eps", eps), ("top_k", top_k)) if v is not None]
+    if len(given) > 1:
+        raise ValueError("divaext: give at most one of eps and top_k")
+    if top_k is not None:
+        return "top_k", C.positive_int(top_k, "top_k")
+    value = eps if eps is not None else threshold
+    name = "eps" if eps is not None else "threshold"
+    if isinstance(value, str):
+        if value == "auto" and eps is None:
+            return "auto", None
+        raise ValueError(f"divaext: {name} must be 'auto' or a finite number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"divaext: {name} must be 'auto' or a finite number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"divaext: {name} must be a finite number, got {value!r}")
+    return "eps", float(value)
+
+
+def _cut_for_count(scores: torch.Tensor, count: int, group=None) -> float:
+    """The score cut that flags the ``count`` highest *positive* scores over all ranks
+    (flag = score > cut). Single process: an exact order statistic; sharded: bisection with
+    one all-reduced count per step (no rows are exchanged). Ties at the cut are all flagged
+    or all kept, so the flagged number can differ from ``count`` by the size of a tie."""
+    s = scores.double()
+    pos = s[s > 0]
+    n_pos = int(C.global_sum(torch.ones_like(pos), group).item())
+    if count <= 0 or n_pos == 0:
+        return math.inf
+    if count >= n_pos:
+        return 0.0
+    if group is None:
+        return float(torch.topk(pos, count + 1).values[-1])
+    lo, hi = 0.0, float(C.global_max(pos, group))  # count(s > lo) > count ≥ count(s > hi)
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        if int(C.global_sum((pos > mid).double(), group).item()) > count:
+            lo = mid
+        else:
+            hi = mid
+    return hi

@@ -39,7 +39,7 @@ class LabelNameResult(NamedTuple):
     label_name_labels: torch.Tensor
 
 
-def extend(core_features, core_labels, pool_features, pool_labels, *, lam: float = 1.0,
+def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto", intercept: bool = True,
            loss: str = "ce", batch_size: Optional[int] = None, budget: Optional[int] = None,
            num_classes: Optional[int] = None, progress: bool = False,
            callback: Optional[Callable[[int, torch.Tensor, float], Optional[bool]]] = None) -> ExtendResult:
@@ -68,7 +68,10 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam: float
             float targets of the trusted set.
         pool_features, pool_labels: (n_p, d) and labels of the same kind, on the same device
             and dtype as the core features.
-        lam, loss, num_classes: as in :func:`divaext.loo_derivative` (k over core and pool).
+        lam: ridge strength > 0, or ``"auto"`` (default): the λ of the lowest LOO error on the
+            core set (:func:`divaext.select_lambda`).
+        intercept: append a constant feature, the model's intercept (default True).
+        loss, num_classes: as in :func:`divaext.loo_derivative` (k over core and pool).
         batch_size: pool samples added per round at most (default: 5% of the pool, at least 1).
         budget: stop once this many pool samples are selected (default: the whole pool).
         progress: show a tqdm bar of the rounds when tqdm is installed.
@@ -90,12 +93,14 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam: float
     batch_size = C.positive_int(batch_size, "batch_size", allow_none=True) or max(1, math.ceil(0.05 * n_p))
     budget = min(C.positive_int(budget, "budget", allow_none=True) or n_p, n_p)
     k = C.num_classes_of(num_classes, yc, yp)
-    lam = V.check_lam(lam)
     V.check_loss(loss)
     # Validate each label set with its own name before concatenating (clearer errors).
     V.check_targets(yc, xc, k, "core_labels")
     V.check_targets(yp, xp, k, "pool_labels")
 
+    icpt = C.check_flag(intercept, "intercept")
+    xc, xp = C.with_intercept(xc, icpt), C.with_intercept(xp, icpt)
+    lam = C.model_lam(lam, xc, yc, None, k)
     x = torch.cat([xc, xp])
     y = torch.cat([yc, yp])
     a = torch.cat([x.new_ones(n_c), x.new_zeros(n_p)])  # core weight 1, pool weight 0
@@ -128,7 +133,7 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam: float
 
 
 def extend_with_label_names(features, labels, label_name_features, *, label_name_labels=None,
-                            lam: float = 1.0, loss: str = "ce", batch_size: Optional[int] = None,
+                            lam="auto", intercept: bool = True, loss: str = "ce", batch_size: Optional[int] = None,
                             budget: Optional[int] = None, num_classes: Optional[int] = None,
                             progress: bool = False, callback=None) -> LabelNameResult:
     """Extend a labelled set with label-name embeddings (the paper's multi-modal experiment).
@@ -175,7 +180,7 @@ def extend_with_label_names(features, labels, label_name_features, *, label_name
     if y.dim() != 1 or y.is_floating_point():
         raise ValueError("divaext: extend_with_label_names needs (n,) integer class labels")
     ln_labels = ln_labels.long().to(x.device)
-    res = extend(x, y, ln, ln_labels, lam=lam, loss=loss, batch_size=batch_size, budget=budget,
+    res = extend(x, y, ln, ln_labels, lam=lam, intercept=intercept, loss=loss, batch_size=batch_size, budget=budget,
                  num_classes=num_classes, progress=progress, callback=callback)
     selected = torch.zeros(ln.shape[0], dtype=torch.bool)
     selected[res.order] = True

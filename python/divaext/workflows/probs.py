@@ -1,0 +1,82 @@
+"""Calibrated leave-one-out class probabilities: cleanlab-ready out-of-sample ``pred_probs``.
+
+``loo_pred_probs(x, labels)`` returns, for every sample, the class probabilities of the ridge
+model trained on all the *other* samples (exact, from one fit), calibrated by a temperature
+(see :mod:`divaext.workflows.label_quality`). They are what cleanlab's ``find_label_issues``
+and Datalab expect as ``pred_probs``, without K-fold cross-validation.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from .. import _validate as V
+from .. import distributed as D
+from ..derivative import loo_predictions
+from . import _common as C
+from . import label_quality as LQ
+
+
+class LooProbs(NamedTuple):
+    """``probs`` (n, k) calibrated LOO class probabilities (rows sum to 1); ``predictions``
+    (n, k) the raw LOO outputs of the ridge model; ``temperature`` T of
+    ``probs = softmax(predictions / T)``; ``lam`` the ridge strength used. On the CPU."""
+
+    probs: torch.Tensor
+    predictions: torch.Tensor
+    temperature: float
+    lam: float
+
+
+def class_labels(y: torch.Tensor, name: str = "labels") -> torch.Tensor:
+    """(n,) int64 class indices, or a clear error for float targets."""
+    if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"divaext: calibrated probabilities and the automatic threshold need (n,) integer "
+                         f"class labels, got {name} of dtype {y.dtype} and shape {tuple(y.shape)}; with float "
+                         "targets pass an explicit threshold (eps= or top_k=)")
+    return y.long()
+
+
+def probs_on_device(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float, k: int, group=None):
+    """(probs (n, k) float64, raw LOO outputs (n, k), temperature) on x's device."""
+    f = loo_predictions(x, y, a, lam=lam, num_classes=k, group=group).detach()
+    T = LQ.fit_temperature(f, y, group)
+    return LQ.calibrated_probs(f.double(), T), f, T
+
+
+def loo_pred_probs(features, labels, weights=None, *, lam="auto", intercept: bool = True,
+                   num_classes: Optional[int] = None, group=None) -> LooProbs:
+    """Calibrated leave-one-out class probabilities of weighted ridge regression.
+
+    Args:
+        features: (n, d) float32/float64 tensor or array, CPU or CUDA.
+        labels: (n,) integer class indices.
+        weights: (n,) non-negative sample weights (default ones).
+        lam: ridge strength > 0, or ``"auto"`` (default): the λ of the lowest LOO error
+            (:func:`divaext.select_lambda`).
+        intercept: append a constant feature (the model's intercept; default True).
+        num_classes: k when the labels do not show it.
+        group: process group of a row-sharded call (each rank passes its rows and gets their
+            probabilities; the temperature is fitted over all ranks; ``lam`` must be a number).
+
+    Example with cleanlab::
+
+        from cleanlab.filter import find_label_issues
+        p = divaext.loo_pred_probs(x, labels).probs.numpy()
+        issues = find_label_issues(labels, p, return_indices_ranked_by="self_confidence")
+    """
+    group = D.resolve_group(group)
+
+    def prepare():
+        x = C.features(features, group=group)
+        y = class_labels(C.labels_like(labels, x))
+        a = C.weights_like(weights, x)
+        V.check_targets(y, x, num_classes)  # label range and length, with clear messages
+        return C.with_intercept(x, C.check_flag(intercept, "intercept")), y, a
+
+    x, y, a = D.agree(group, prepare)
+    k = C.num_classes_of(num_classes, y, group=group)
+    lam_ = C.model_lam(lam, x, y, a, k, group)
+    p, f, T = probs_on_device(x, y, a, lam_, k, group)
+    return LooProbs(C.cpu(p).to(x.dtype), C.cpu(f), T, lam_)
