@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -113,14 +115,18 @@ def _write_labels(d, y, fmt):
     if fmt == "csv-names":
         names = np.array(["ant", "bee", "cat"])[y]  # sorted names → same indices
         (d / "lab.csv").write_text("\n".join(names) + "\n")
-        return d / "lab.csv", []
+        return d / "lab.csv", ["--no-header"]
+    if fmt == "tsv-names":
+        names = np.array(["ant", "bee", "cat"])[y]
+        (d / "lab.tsv").write_text("id\tcategory\n" + "".join(f"{i}\t{c}\n" for i, c in enumerate(names)))
+        return d / "lab.tsv", []
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     pd.DataFrame({"id": np.arange(len(y)), "label": y}).to_parquet(d / "lab.parquet")
     return d / "lab.parquet", ["--labels-column", "label"]
 
 
-@pytest.mark.parametrize("fmt", ["npz", "pt", "csv", "csv-names", "parquet"])
+@pytest.mark.parametrize("fmt", ["npz", "pt", "csv", "csv-names", "tsv-names", "parquet"])
 def test_label_formats_give_same_scores(data, capsys, fmt):
     d, _, noisy, _ = data
     assert _run(["detect", d / "x.npy", d / "y.npy", "--lam", "1", "-o", d / "ref.csv"], capsys)[0] == 0
@@ -128,7 +134,7 @@ def test_label_formats_give_same_scores(data, capsys, fmt):
     code, _, err = _run(["detect", d / "x.npy", path, *opts, "--lam", "1", "-o", d / "got.csv"], capsys)
     assert code == 0, err
     got, ref = _read_csv(d / "got.csv"), _read_csv(d / "ref.csv")
-    if fmt == "csv-names":  # class names come back as names
+    if fmt.endswith("-names"):  # class names come back as names
         assert [r["label"] for r in got] == [["ant", "bee", "cat"][c] for c in noisy]
         for r in got + ref:
             del r["label"]
@@ -146,13 +152,14 @@ def test_class_names_agree_across_files(tmp_path, capsys):
     np.save(tmp_path / "xc.npy", xc[yc != 0])
     (tmp_path / "yp.csv").write_text("\n".join(names[yp]) + "\n")
     code, _, err = _run(["extend", tmp_path / "xc.npy", tmp_path / "yc.csv", tmp_path / "xp.npy", tmp_path / "yp.csv",
-                         "--lam", "1", "--loss", "ce", "-o", tmp_path / "sel.csv", "--no-progress"], capsys)
+                         "--lam", "1", "--loss", "ce", "-o", tmp_path / "sel.csv", "--no-progress", "--no-header"],
+                        capsys)
     assert code == 0, err
     rows = _read_csv(tmp_path / "sel.csv")
     assert rows and all(r["label"] == names[yp[int(r["pool_index"])]] for r in rows)
     np.save(tmp_path / "yi.npy", yp)
     code, _, err = _run(["extend", tmp_path / "xc.npy", tmp_path / "yc.csv", tmp_path / "xp.npy", tmp_path / "yi.npy",
-                         "-o", tmp_path / "sel2.csv"], capsys)
+                         "-o", tmp_path / "sel2.csv", "--no-header"], capsys)
     assert code == 1 and "holds class indices but another labels file holds class names" in err
 
 
@@ -194,19 +201,37 @@ def test_load_labels_errors(tmp_path):
         dio.load_labels(tmp_path / "l.csv", column="c")
     with pytest.raises(dio.InputError, match="choose one with the column option"):
         dio.load_labels(tmp_path / "l.csv")
-    assert dio.load_labels(tmp_path / "l.csv", column="1").y.tolist() == [2]  # by index
+    assert dio.load_labels(tmp_path / "l.csv", column="1").values.tolist() == [2]  # by index
 
 
-@pytest.mark.parametrize("text, labels, classes", [
-    ("label\ncat\ndog\n", [0, 1], ["cat", "dog"]),  # a label-like header
-    ("y\nx\ny\n", [1, 0, 1], ["x", "y"]),  # "y" recurs below: a class, not a header
-    ("cls\n2\n0\n", [2, 0], None),  # text above numbers
-    ("3\n1\n", [3, 1], None),
+@pytest.mark.parametrize("text, labels", [
+    ("label\ncat\ndog\n", ["cat", "dog"]),
+    ("category\nx\ny\n", ["x", "y"]),  # any first row with text is a header (was read as a label)
+    ("y\nx\ny\n", ["x", "y"]),
+    ("cls\n2\n0\n", [2, 0]),
+    ("3\n1\n", [3, 1]),  # all numbers: data, not a header
+    ("id,label\n7,b\n9,a\n", ["b", "a"]),  # the column named like labels
 ])
-def test_csv_header_detection(tmp_path, text, labels, classes):
+def test_csv_header_rule(tmp_path, text, labels):
     (tmp_path / "l.csv").write_text(text)
-    got = dio.load_labels(tmp_path / "l.csv")
-    assert got.y.tolist() == labels and got.classes == classes
+    assert dio.load_labels(tmp_path / "l.csv").values.tolist() == labels
+
+
+def test_csv_no_header(tmp_path):
+    (tmp_path / "l.csv").write_text("cat\ndog\n")
+    assert dio.load_labels(tmp_path / "l.csv", header=False).values.tolist() == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("body", ["cat\nnan\ndog\n", "cat\n\"\"\ndog\n", "1\nNaN\n2\n", "1\n \n2\n"])
+def test_missing_label_in_csv_is_refused(data, capsys, body):
+    """A nan or blank label is rejected, naming the row (it used to become a class of its own)."""
+    d, *_ = data
+    np.save(d / "x3.npy", np.eye(3, dtype=np.float32))
+    (d / "l.csv").write_text("label\n" + body)
+    code, _, err = _run(["detect", d / "x3.npy", d / "l.csv", "--lam", "1", "-o", d / "s.csv"], capsys)
+    assert code == 1, err
+    assert re.search(r"labels in .*l.csv.*(row|sample) 1", err) and ("missing" in err or "blank" in err), err
+    assert not (d / "s.csv").exists()
 
 
 def test_parquet_without_pandas_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -232,8 +257,8 @@ def test_reweight_writes_weights_and_loss_plot(data, capsys):
     doc = json.loads((d / "w.json").read_text())
     w = np.array([r["weight"] for r in doc["rows"]])
     assert len(w) == N and (w >= 0).all() and (w != 1).any()
-    losses = [float(v) for v in doc["meta"]["losses"].split(",")]
-    assert len(losses) == 4 and losses[-1] < losses[0]  # steps lower the LOO loss here
+    losses = doc["meta"]["losses"]  # a list, not a string
+    assert isinstance(losses, list) and len(losses) == 4 and losses[-1] < losses[0]  # steps lower the LOO loss here
     assert "<svg" in (d / "loss.svg").read_text()
     assert out.count("→") == 3
 
@@ -260,13 +285,17 @@ def test_extend_selection_and_error_curve(tmp_path, capsys):
     assert "test error" in out and (tmp_path / "err.png").stat().st_size > 0
 
 
-def test_extend_plot_needs_test_set(tmp_path, capsys):
+def test_extend_plot_without_test_set_draws_the_loss(tmp_path, capsys):
+    """The README's `extend --plot` line has no test set: it plots the LOO loss per round."""
+    pytest.importorskip("matplotlib")
     x, y = _blobs(20, 0)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     a = [tmp_path / "x.npy", tmp_path / "y.npy"]
-    code, _, err = _run(["extend", *a, *a, "-o", tmp_path / "s.csv", "--plot", tmp_path / "p.png"], capsys)
-    assert code == 1 and "give --test-features and --test-labels" in err
+    code, _, err = _run(["extend", *a, *a, "-o", tmp_path / "s.csv", "--plot", tmp_path / "p.png",
+                         "--no-progress"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,9 +305,9 @@ def test_extend_plot_needs_test_set(tmp_path, capsys):
 @pytest.mark.parametrize("case, expected", [
     ("missing", "labels file .*nope.npy' does not exist"),
     ("mismatch", "has 50 labels but .*x.npy' has 90 rows"),
-    ("out-ext", r"unsupported extension '\.txt'; use \.csv or \.json"),
+    ("out-ext", r"unsupported extension '\.txt'; use \.csv, \.tsv or \.json"),
     ("out-dir", "output directory .* does not exist"),
-    ("plot-dir", "output directory .* does not exist"),
+    ("plot-dir", "plot directory .* does not exist"),
     ("label-range", "label 7, expected 0 <= label < 3 .num_classes"),
 ])
 def test_errors_exit_1_without_output(data, capsys, case, expected):
@@ -342,3 +371,120 @@ def test_python_m_divaext_help():
     assert proc.returncode == 0, proc.stderr
     for command in ("detect", "reweight", "extend", "demo"):
         assert command in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# ids, settings, sorting, version
+
+
+def test_id_column_settings_and_sort(data, capsys):
+    pd = pytest.importorskip("pandas")
+    d, x, noisy, _ = data
+    ids = [f"img{i:03d}" for i in range(N)]
+    pd.DataFrame({"id": ids, "category": np.array(["ant", "bee", "cat"])[noisy]}).to_csv(d / "l.csv", index=False)
+    code, _, err = _run(["detect", d / "x.npy", d / "l.csv", "--id-column", "id", "--lam", "0.5", "--loss", "ce",
+                         "--sort", "-o", d / "s.csv"], capsys)
+    assert code == 0, err
+    rows = _read_csv(d / "s.csv")
+    assert list(rows[0])[:2] == ["id", "index"]
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)  # most detrimental first
+    assert all(r["id"] == ids[int(r["index"])] for r in rows)  # ids travel with their rows
+    meta = json.loads((d / "s.csv.meta.json").read_text())
+    assert meta["lam"] == 0.5 and meta["loss"] == "ce" and meta["eps"] == 0.0
+    assert meta["options"]["id_column"] == "id" and meta["version"] == __import__("divaext").__version__
+    code, _, err = _run(["reweight", d / "x.npy", d / "l.csv", "--id-column", "id", "--lam", "0.5", "--sort",
+                         "-o", d / "w.json", "--no-progress"], capsys)
+    assert code == 0, err
+    doc = json.loads((d / "w.json").read_text())
+    w = [r["weight"] for r in doc["rows"]]
+    assert w == sorted(w) and all(r["id"] == ids[r["index"]] for r in doc["rows"])
+    assert doc["meta"]["options"]["steps"] == 2 and not (d / "w.json.meta.json").exists()
+
+
+def test_id_column_needs_a_table(data, capsys):
+    d, *_ = data
+    code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--id-column", "id", "-o", d / "s.csv"], capsys)
+    assert code == 1 and "the id column option is for tables" in err
+
+
+def test_version(capsys):
+    code, out, _ = _run(["--version"], capsys)
+    assert code == 0 and out.strip() == f"divaext {__import__('divaext').__version__}"
+
+
+# ---------------------------------------------------------------------------------------
+# issue 13: output location, device and SIGTERM
+
+
+def _no_compute(monkeypatch):
+    """Make reading the inputs fail loudly: a check that comes after it is too late."""
+
+    def boom(*a, **k):
+        raise AssertionError("read the inputs before the output location was checked")
+
+    monkeypatch.setattr(dio, "load_features", boom)
+
+
+def _can_create_in(directory) -> bool:
+    try:
+        fd, probe = __import__("tempfile").mkstemp(dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    os.remove(probe)
+    return True
+
+
+def test_output_under_a_file_says_what_is_wrong(data, capsys, monkeypatch):
+    d, *_ = data
+    _no_compute(monkeypatch)
+    (d / "afile").write_text("")
+    code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "-o", d / "afile" / "out.csv"], capsys)
+    assert code == 1 and re.search(r"afile' is a file, not a directory", err), err
+
+
+def test_unwritable_output_fails_before_computing(data, capsys, monkeypatch):
+    d, *_ = data
+    _no_compute(monkeypatch)
+    locked = d / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    target = locked
+    if _can_create_in(locked):  # root ignores the mode bits: use a directory nobody may write
+        if not os.path.isdir("/sys") or _can_create_in("/sys"):
+            pytest.skip("no unwritable directory available to this user")
+        target = "/sys"
+    try:
+        code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "-o", os.path.join(target, "out.csv")], capsys)
+    finally:
+        locked.chmod(0o700)
+    assert code == 1 and re.search(r"cannot write output file .*out.csv.*(Permission denied|Read-only)", err), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a build without CUDA")
+def test_device_cuda_without_cuda_is_one_line(data, capsys):
+    d, *_ = data
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--device", "cuda", "-o", d / "s.csv"], capsys)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("divaext detect: error: --device 'cuda'"), err
+    code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--device", "gpu7", "-o", d / "s.csv"], capsys)
+    assert code == 1 and "is not a torch device" in err
+
+
+def test_sigterm_while_writing_leaves_nothing(data, capsys, monkeypatch):
+    """SIGTERM during the write: exit 143, no output and no hidden temporary file."""
+    d, *_ = data
+    real = dio.write_table
+
+    def write_then_term(out, path, columns, meta):
+        real(out, path, columns, meta)  # the staged file exists now
+        assert _leftovers(d)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(dio, "write_table", write_then_term)
+    before = set(os.listdir(d))
+    code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam", "1", "-o", d / "s.csv"], capsys)
+    assert code == 143 and "terminated" in err
+    assert set(os.listdir(d)) == before
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler restored

@@ -146,8 +146,8 @@ def test_unknown_loss():
 
 def test_not_a_tensor():
     x, y, a = data()
-    with pytest.raises(TypeError, match=r"features must be a torch.Tensor or numpy.ndarray, got list"):
-        divaext.loo_derivative(x.tolist(), y, a)
+    with pytest.raises(TypeError, match=r"features must be a torch.Tensor, numpy.ndarray, pandas .* got dict"):
+        divaext.loo_derivative({"x": x}, y, a)  # lists and pandas are accepted (tests/test_labels.py)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to put one input on it")

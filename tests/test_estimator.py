@@ -1,4 +1,5 @@
-"""divaext.estimator.RidgeClassifier against scikit-learn, and inside scikit-learn tooling."""
+"""divaext.estimator (RidgeClassifier, RidgeRegressor) against scikit-learn, inside its tooling,
+and through its check_estimator."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,16 +10,18 @@ import pytest
 import torch
 
 import divaext.estimator
-from divaext.estimator import RidgeClassifier
+from divaext.estimator import RidgeClassifier, RidgeRegressor
 from divaext.workflows import select_lambda
 from wf_data import blobs
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.linear_model import Ridge  # noqa: E402
 from sklearn.model_selection import cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 
 def _data(seed=0, n=150, flip=0.1):
@@ -100,36 +103,105 @@ def test_torch_inputs():
 
 def test_bad_input():
     X, y = _data(6)
-    with pytest.raises(RuntimeError, match="not fitted yet"):
+    with pytest.raises(NotFittedError):
         RidgeClassifier().predict(X)
     with pytest.raises(ValueError, match="lam must be a number > 0 or 'loo'"):
         RidgeClassifier("cv").fit(X, y)
     with pytest.raises(ValueError, match="lam must be a finite number > 0"):
         RidgeClassifier(-1.0).fit(X, y)
-    with pytest.raises(ValueError, match="X has 3 features, but RidgeClassifier was fitted with 8"):
+    with pytest.raises(ValueError, match="X has 3 features, but RidgeClassifier is expecting 8"):
         RidgeClassifier().fit(X, y).predict(X[:, :3])
-    with pytest.raises(ValueError, match=r"y must be \(n,\) labels with n = 150"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[150, 10\]"):
         RidgeClassifier().fit(X, y[:10])
-    with pytest.raises(ValueError, match="sample_weight must be non-negative"):
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
         RidgeClassifier().fit(X, y, sample_weight=-np.ones(len(y)))
     with pytest.raises(ValueError, match="y must lie in 0..2 with num_classes=3"):
         RidgeClassifier(num_classes=3).fit(X, y)
 
 
-def test_works_without_sklearn(monkeypatch):
-    X, y = _data(7)
-    ref_score = RidgeClassifier(1.0, fit_intercept=False).fit(X, y).score(X, y)
-    # Load a fresh copy of the module while scikit-learn is unimportable.
+# ---------------------------------------------------------------------------------------
+# no silent wrong answers (issue 13): each of these was accepted before
+
+
+def test_nan_rows_are_refused_not_predicted_as_class_0():
+    X, y = _data(8)
+    clf = RidgeClassifier(1.0).fit(X, y)
+    bad = X[:3].copy()
+    bad[1, 2] = np.nan
+    for method in (clf.predict, clf.decision_function, clf.predict_proba):
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            method(bad)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        RidgeClassifier(1.0).fit(np.where(np.arange(len(y))[:, None] == 4, np.nan, X), y)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (lambda y: np.where(np.arange(len(y)) == 3, np.nan, y.astype(float)), "Input y contains NaN"),
+    (lambda y: np.where(np.arange(len(y)) == 3, None, np.array(["a", "b", "c", "d"])[y]),
+     r"missing label \(None\) at sample 3"),
+])
+def test_nan_is_not_a_class(labels, message):
+    X, y = _data(9)
+    with pytest.raises(ValueError, match=message):
+        RidgeClassifier(1.0).fit(X, labels(y))
+
+
+def test_all_zero_sample_weights_are_refused():
+    X, y = _data(10)
+    with pytest.raises(ValueError, match="Sample weights must contain at least one non-zero number"):
+        RidgeClassifier(1.0).fit(X, y, sample_weight=np.zeros(len(y)))
+
+
+def test_continuous_targets_are_not_thousands_of_classes():
+    X, _ = _data(11)
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        RidgeClassifier(1.0).fit(X, np.random.default_rng(0).normal(size=len(X)))
+
+
+# ---------------------------------------------------------------------------------------
+# RidgeRegressor: float targets
+
+
+def test_regressor_matches_sklearn_ridge_1d_and_2d():
+    X, _ = _data(12)
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0, 2, len(X))
+    for y in (X @ rng.normal(size=X.shape[1]) + 0.1 * rng.normal(size=len(X)), rng.normal(size=(len(X), 3))):
+        ours = RidgeRegressor(2.0, fit_intercept=False).fit(X, y, sample_weight=w)
+        ref = Ridge(alpha=2.0, fit_intercept=False).fit(X, y, sample_weight=w)
+        assert ours.coef_.shape == ref.coef_.shape and ours.predict(X).shape == y.shape
+        np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=1e-9, atol=1e-10)
+    one = RidgeRegressor(1.0).fit(X, X[:, 0])
+    assert isinstance(one.intercept_, float) and one.score(X, X[:, 0]) > 0.9
+
+
+def test_regressor_loo_lambda_uses_squared_error():
+    """lam="loo" chooses by the LOO mean squared error: cross-entropy on continuous targets
+    would be meaningless, and the estimator must not pick it."""
+    X, _ = _data(13)
+    y = X @ np.arange(X.shape[1], dtype=float) + np.random.default_rng(2).normal(size=len(X))
+    reg = RidgeRegressor("loo", fit_intercept=False).fit(X, y)
+    ref = select_lambda(X, y[:, None], criterion="loss", loss="mse")
+    assert reg.lam_ == ref.lam and reg.lambda_search_.lam == ref.lam
+
+
+# ---------------------------------------------------------------------------------------
+# scikit-learn's own conformance checks
+
+
+@parametrize_with_checks([RidgeClassifier(), RidgeRegressor()])
+def test_sklearn_check_estimator(estimator, check):
+    """Every check of ``check_estimator`` passes; none is waived (the list of expected
+    failures is empty, so a regression fails here)."""
+    check(estimator)
+
+
+def test_without_sklearn_a_clear_import_error(monkeypatch):
     for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "sklearn", None)
     spec = importlib.util.spec_from_file_location("divaext._estimator_nosk", divaext.estimator.__file__)
     mod = importlib.util.module_from_spec(spec)
     mod.__package__ = "divaext"
-    spec.loader.exec_module(mod)
-    assert "sklearn" not in str(mod.RidgeClassifier.__mro__)
-    clf = mod.RidgeClassifier(1.0).set_params(fit_intercept=False)
-    assert clf.get_params() == {"fit_intercept": False, "lam": 1.0, "num_classes": None}
-    assert clf.fit(X, y).score(X, y) == pytest.approx(ref_score)
-    with pytest.raises(ValueError, match="invalid parameter 'alpha'"):
-        clf.set_params(alpha=1.0)
+    with pytest.raises(ImportError, match=r"need scikit-learn >= 1.6: pip install 'divaext\[sklearn\]'"):
+        spec.loader.exec_module(mod)

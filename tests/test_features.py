@@ -143,6 +143,63 @@ def test_embed_texts_with_stub_model(tmp_path):
     assert Stub.calls == 1
 
 
+class LengthModel:
+    """A stand-in for a sentence-transformers model: embeds a text as (len, 1, scale)."""
+
+    def __init__(self, scale=0.0):
+        self.scale, self.calls = scale, 0
+
+    def encode(self, texts, batch_size, show_progress_bar, normalize_embeddings, convert_to_numpy):
+        self.calls += 1
+        return np.array([[len(t), 1.0, self.scale] for t in texts], np.float32)
+
+
+def test_text_cache_is_keyed_by_the_texts_and_the_model(tmp_path):
+    """Other texts of the same count, or another model, must not get the cached embeddings
+    (the cache used to be keyed by its path and row count only)."""
+    cache = tmp_path / "t.npy"
+    m = LengthModel()
+    a = F.embed_texts(m, ["a", "bb"], cache=cache, progress=False, normalize=False)
+    assert (tmp_path / "t.npy.key").exists()
+    F.embed_texts(m, ["a", "bb"], cache=cache, progress=False, normalize=False)
+    assert m.calls == 1  # same texts, same model: from the cache
+    with pytest.warns(RuntimeWarning, match="other inputs or another model; recomputing"):
+        b = F.embed_texts(m, ["ccc", "d"], cache=cache, progress=False, normalize=False)
+    assert m.calls == 2 and b[:, 0].tolist() == [3.0, 1.0] and not torch.equal(a, b)
+    with pytest.warns(RuntimeWarning, match="recomputing"):
+        F.embed_texts(m, ["ccc", "d"], cache=cache, progress=False, normalize=True)  # a setting changed
+    assert m.calls == 3
+    assert F.cache_key("texts", F._model_key("minilm")) == F.cache_key("texts", F._model_key("all-MiniLM-L6-v2"))
+    assert F.cache_key("texts", F._model_key("minilm")) != F.cache_key("texts", F._model_key("other-model"))
+
+
+def test_image_cache_is_keyed_by_the_images_and_the_weights(images, tmp_path):
+    cache = tmp_path / "f.npy"
+    net = CountingNet()
+    F.embed_images(net, images, cache=cache, progress=False)
+    with pytest.warns(RuntimeWarning, match="recomputing"):
+        F.embed_images(net, images.flip(0), cache=cache, progress=False)  # same count, other images
+    assert net.calls == 2
+    other = CountingNet()
+    with torch.no_grad():
+        other.lin.weight.mul_(2)
+    with pytest.warns(RuntimeWarning, match="recomputing"):
+        out = F.embed_images(other, images.flip(0), cache=cache, progress=False)  # same class, other weights
+    assert other.calls == 1
+    torch.testing.assert_close(out, other(images.flip(0).flatten(1).view(-1, 1, 8, 8)).detach())
+
+
+def test_progress_with_unknown_total_shows_no_fake_total():
+    """extend's rounds run over range(pool size) but stop early: the bar must not take that
+    length as its total (it showed an ETA of hours for nine rounds)."""
+    pytest.importorskip("tqdm")
+    bar = F._progress(range(10_000), None, True, "extend")
+    assert bar.total is None
+    assert next(iter(bar)) == 0
+    bar.close()
+    assert F._progress(range(5), 5, True, "x").total == 5
+
+
 def test_missing_optional_dependency_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # import -> ImportError
     with pytest.raises(ImportError, match="pip install efficientnet-lite-pytorch"):

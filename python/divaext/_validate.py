@@ -11,13 +11,52 @@ LOSSES = {"mse": 0, "ce": 1, "ce_misclassified": 2}
 
 
 def as_tensor(x, name: str) -> torch.Tensor:
+    """``x`` as a torch tensor: tensors pass through; NumPy arrays, pandas DataFrames/Series,
+    lists and tuples are converted (without a copy where NumPy allows). Text or other
+    non-numeric values are refused with a pointer to :func:`divaext.labels.encode_labels`."""
     if isinstance(x, torch.Tensor):
         return x
-    if isinstance(x, np.ndarray):
-        if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. memmaps)
-            x = np.array(x)
-        return torch.from_numpy(x)
-    raise TypeError(f"divaext: {name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    if _is_pandas(x):
+        x = _pandas_to_numpy(x, name)
+    elif isinstance(x, (list, tuple)):
+        try:
+            x = np.asarray(x)
+        except ValueError as e:  # ragged nesting
+            raise ValueError(f"divaext: {name} is a nested list of unequal lengths ({e})") from None
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"divaext: {name} must be a torch.Tensor, numpy.ndarray, pandas DataFrame/Series "
+                        f"or list, got {type(x).__name__}")
+    if x.dtype.kind not in "biufc":
+        what = "text" if x.dtype.kind in "USO" else f"dtype {x.dtype}"
+        raise TypeError(f"divaext: {name} holds {what}, not numbers; class labels of any type can be "
+                        f"mapped to indices with divaext.labels.encode_labels")
+    if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. memmaps)
+        x = np.array(x)
+    if x.dtype.byteorder not in "=|":  # torch reads native byte order only
+        x = x.astype(x.dtype.newbyteorder("="))
+    return torch.from_numpy(x)
+
+
+def _is_pandas(x) -> bool:
+    # by module name: pandas is optional and must not be imported just to ask
+    return type(x).__module__.split(".")[0] == "pandas" and hasattr(x, "to_numpy")
+
+
+def _pandas_to_numpy(x, name: str) -> np.ndarray:
+    """A DataFrame/Series as a NumPy array. Nullable columns (Int64, Float64, boolean) with
+    missing values become float NaN, which the NaN checks downstream then name."""
+    values = x.to_numpy()
+    if values.dtype == object:
+        try:  # nullable extension dtypes come out as objects; numbers go back to numbers
+            values = x.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            pass  # text stays object and is refused by as_tensor with its name
+        else:
+            whole = np.isfinite(values) & (values == np.round(values))
+            if whole.all() and all(str(t).startswith(("Int", "UInt", "int", "uint"))
+                                   for t in (x.dtypes if hasattr(x, "columns") else [x.dtype])):
+                values = values.astype(np.int64)
+    return values
 
 
 def check_features(x, name: str = "features") -> torch.Tensor:

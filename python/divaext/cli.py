@@ -1,18 +1,24 @@
 """``divaext detect | reweight | extend | demo``: the workflows from the command line.
 
-Features come from .npy/.npz/.pt files, labels from .npy/.npz/.pt/.csv/.parquet (see
-:mod:`divaext.io`); results go to a CSV or JSON file chosen by its extension, plus an optional
-plot. Every output is staged in a temporary file and moved into place only when the whole
-command has succeeded, so a failing command leaves nothing behind. Errors print one line
-``divaext <command>: error: <what is wrong>`` to stderr and exit with status 1 (2 for bad
-command-line usage, as argparse does).
+Features come from .npy/.npz/.pt files, labels from .npy/.npz/.pt or a .csv/.tsv/.parquet
+table read by pandas (see :mod:`divaext.io`); results go to a CSV, TSV or JSON file chosen by
+its extension, with the settings used (inside the JSON, or in a ``.meta.json`` file next to
+the CSV/TSV), plus an optional plot. Output locations are checked before any computation, and
+every output is staged in a temporary file and moved into place only when the whole command
+has succeeded, so a failing, interrupted (Ctrl-C) or terminated (SIGTERM) command leaves
+nothing behind. Errors print one line ``divaext <command>: error: <what is wrong>`` to stderr
+and exit with status 1 (2 for bad command-line usage, as argparse does; 130 / 143 after
+SIGINT / SIGTERM).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import math
+import signal
 import sys
+import threading
 import time
 from typing import List, Optional, Sequence
 
@@ -21,6 +27,7 @@ import torch
 
 from . import io as dio
 from .features import _progress
+from .labels import decode_labels, encode_labels
 
 LOSSES = ("ce_misclassified", "ce", "mse")
 
@@ -79,11 +86,18 @@ def _default_loss(command: str) -> str:
     return inspect.signature(getattr(workflows, command)).parameters["loss"].default
 
 
-def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional[str], loss_default: str) -> None:
+def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional[str], loss_default: str,
+            sort_help: Optional[str] = None) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--features-key", metavar="KEY", help="array name inside .npz/.pt feature files")
     g.add_argument("--labels-key", metavar="KEY", help="array name inside .npz/.pt label files")
-    g.add_argument("--labels-column", metavar="COL", help="column (name or 0-based index) of .csv/.parquet labels")
+    g.add_argument("--labels-column", metavar="COL",
+                   help="column (name or 0-based index) of .csv/.tsv/.parquet labels")
+    g.add_argument("--id-column", metavar="COL",
+                   help="column of the labels table with sample ids, written into the results")
+    g.add_argument("--no-header", action="store_true",
+                   help="the first row of a .csv/.tsv labels table is data (default: a header "
+                        "unless every cell of it is a number)")
     g.add_argument("--num-classes", type=_positive_int, metavar="K",
                    help="number of classes (default: largest label + 1)")
     m = p.add_argument_group("model")
@@ -94,9 +108,12 @@ def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional
     m.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
     m.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     o = p.add_argument_group("output")
-    o.add_argument("-o", "--output", required=True, metavar="PATH", help=output_help)
+    o.add_argument("-o", "--output", required=True, metavar="PATH",
+                   help=output_help + "; a .csv/.tsv gets the settings used in PATH.meta.json")
     if plot_help:
         o.add_argument("--plot", metavar="PATH", help=plot_help + " (.png/.pdf/.svg; needs matplotlib)")
+    if sort_help:
+        o.add_argument("--sort", action="store_true", help=sort_help)
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -111,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="divaext",
         description="DIVA dataset derivatives on fixed features: find mislabeled samples, "
                     "reweight a dataset, or extend it from a pool.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"divaext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("detect", help="score every sample; flag detrimental ones (score > eps)",
@@ -118,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "validation loss w.r.t. the sample's weight); samples with "
                                    "score > eps are flagged as detrimental.")
     p.add_argument("features", help="(n, d) features: .npy, .npz or .pt")
-    p.add_argument("labels", help="(n,) labels: .npy, .npz, .pt, .csv or .parquet")
-    _common(p, output_help="scores file, .csv or .json (index, label, score, grad, detrimental)",
-            plot_help="histogram of the scores, flagged vs kept", loss_default=_default_loss("detect"))
+    p.add_argument("labels", help="(n,) labels: .npy, .npz, .pt, .csv, .tsv or .parquet")
+    _common(p, output_help="scores file, .csv, .tsv or .json ([id,] index, label, score, grad, detrimental)",
+            plot_help="histogram of the scores, flagged vs kept", loss_default=_default_loss("detect"),
+            sort_help="rows by score, most detrimental first (default: input order)")
     p.add_argument("--eps", type=_float, default=0.0, help="flag samples with score > eps (default 0)")
     p.add_argument("--true-labels", metavar="PATH",
                    help="known clean labels (same format as labels): the histogram then splits "
@@ -132,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "LOO (or validation) loss, keeping weights >= 0.")
     p.add_argument("features")
     p.add_argument("labels")
-    _common(p, output_help="weights file, .csv or .json (index, label, weight)",
-            plot_help="LOO loss per step", loss_default=_default_loss("reweight"))
+    _common(p, output_help="weights file, .csv, .tsv or .json ([id,] index, label, weight)",
+            plot_help="LOO loss per step", loss_default=_default_loss("reweight"),
+            sort_help="rows by weight, lowest first (default: input order)")
     p.add_argument("--steps", type=_positive_int, default=2, help="gradient steps (default 2)")
     p.add_argument("--step-size", type=_positive_float, help="step size (default: the library's)")
     _validation(p)
@@ -146,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("core_labels")
     p.add_argument("pool_features")
     p.add_argument("pool_labels")
-    _common(p, output_help="selection file, .csv or .json (rank, pool_index, label, round)",
-            plot_help="test error vs number of added samples (needs --test-features/--test-labels)",
+    _common(p, output_help="selection file, .csv, .tsv or .json (rank, pool_index, [id,] label, round)",
+            plot_help="test error vs number of added samples with --test-features/--test-labels, "
+                      "else the LOO loss per round",
             loss_default=_default_loss("extend"))
     p.add_argument("--batch-size", type=_positive_int, help="pool samples added per round")
     p.add_argument("--budget", type=_positive_int, help="at most this many pool samples")
@@ -175,47 +198,58 @@ def build_parser() -> argparse.ArgumentParser:
 class _Classes:
     """Class names shared by every labels file of one command, so that their indices agree
     (core vs pool, labels vs true labels, …): the first file with names fixes their order,
-    names first seen in a later file are appended."""
+    names first seen in a later file are appended (:func:`divaext.labels.encode_labels`)."""
 
     def __init__(self):
-        self.names: Optional[List[str]] = None
+        self.names: Optional[np.ndarray] = None
         self.kind: Optional[str] = None  # "names" | "indices"
 
-    def encode(self, labels: dio.Labels, path: str) -> np.ndarray:
-        kind = "indices" if labels.classes is None else "names"
-        if self.kind is not None and kind != self.kind:
-            raise dio.InputError(f"{path!r} holds class {kind} but another labels file holds class "
-                                 f"{self.kind}; use one kind for all labels")
-        self.kind = kind
-        if labels.classes is None:
-            return labels.y
-        if self.names is None:
-            self.names = []
-        index = {name: i for i, name in enumerate(self.names)}
-        for name in labels.classes:
-            if name not in index:
-                index[name] = len(self.names)
-                self.names.append(name)
-        return np.asarray([index[name] for name in labels.classes], dtype=np.int64)[labels.y]
+    def encode(self, values: np.ndarray, path: str) -> np.ndarray:
+        try:
+            codes, names = encode_labels(values, name=f"labels in {path!r}")
+            kind = "indices" if names is None else "names"
+            if self.kind is not None and kind != self.kind:
+                raise dio.InputError(f"{path!r} holds class {kind} but another labels file holds class "
+                                     f"{self.kind}; use one kind for all labels")
+            if names is not None and self.names is not None:
+                codes, names = encode_labels(values, classes=self.names, name=f"labels in {path!r}")
+        except (TypeError, ValueError) as e:  # a missing label, mixed types: name the file
+            raise dio.InputError(str(e).removeprefix("divaext: ")) from None
+        self.kind, self.names = kind, names
+        return codes.numpy()
 
     def show(self, y: np.ndarray) -> np.ndarray:
         """Labels as written to the output: the class names when the input had names."""
-        return np.asarray(self.names, dtype=object)[y] if self.names else y
+        return decode_labels(y, self.names)
 
 
-def _load_labels(args, path: str) -> np.ndarray:
-    return args.classes.encode(dio.load_labels(path, args.labels_key, args.labels_column), path)
+def _load_labels(args, path: str) -> dio.Labels:
+    """The labels file at ``path`` with its values encoded as int64 class indices."""
+    labels = dio.load_labels(path, args.labels_key, args.labels_column, args.id_column,
+                             header=False if args.no_header else None)
+    return labels._replace(values=args.classes.encode(labels.values, path))
 
 
 def _load_xy(args, features: str, labels: str, what: str):
-    """(features tensor on args.device in args.dtype, labels tensor int64 on the same device)."""
+    """(features tensor on args.device in args.dtype, labels tensor int64 on the same device,
+    the labels file's ids or None)."""
     x = dio.load_features(features, args.features_key)
-    y = _load_labels(args, labels)
-    if len(y) != len(x):
-        raise dio.InputError(f"{what}: {labels!r} has {len(y)} labels but {features!r} has {len(x)} rows")
+    lab = _load_labels(args, labels)
+    if len(lab.values) != len(x):
+        hint = ""
+        if len(lab.values) == len(x) - 1 and str(labels).lower().endswith((".csv", ".tsv")) and not args.no_header:
+            hint = " (its first row was read as the header; pass --no-header if it is data)"
+        raise dio.InputError(f"{what}: {labels!r} has {len(lab.values)} labels but {features!r} has {len(x)} rows"
+                             + hint)
     dtype = getattr(torch, args.dtype)
-    device = torch.device(args.device)
-    return torch.from_numpy(x).to(device, dtype), torch.from_numpy(y).to(device)
+    return torch.from_numpy(x).to(args.device, dtype), torch.from_numpy(lab.values).to(args.device), lab
+
+
+def _ids(lab: dio.Labels, rows=None) -> dict:
+    """The id column for the output table (first), when --id-column was given."""
+    if lab.ids is None:
+        return {}
+    return {lab.id_name: lab.ids if rows is None else lab.ids[rows]}
 
 
 def _resolve_lam(args, x, y, weights=None) -> float:
@@ -231,19 +265,65 @@ def _optional_val(args, d_features: int):
         raise dio.InputError("give both --val-features and --val-labels, or neither")
     if args.val_features is None:
         return {}
-    xv, yv = _load_xy(args, args.val_features, args.val_labels, "validation set")
+    xv, yv, _ = _load_xy(args, args.val_features, args.val_labels, "validation set")
     if xv.shape[1] != d_features:
         raise dio.InputError(f"validation features have {xv.shape[1]} columns but the features have {d_features}")
     return {"val_features": xv, "val_labels": yv}
 
 
+def _check_device(args) -> None:
+    """--device names a device this torch and this divaext build can compute on."""
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise dio.InputError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cpu":
+        return
+    from . import build_info
+
+    info = build_info()
+    if device.type != "cuda":
+        raise dio.InputError(f"--device {args.device!r}: divaext computes on cpu or cuda only")
+    if not info["cuda"]:
+        raise dio.InputError(f"--device {args.device!r}: this divaext build has no CUDA kernels (torch "
+                             f"{info['torch_runtime']}); use --device cpu, or rebuild against a CUDA torch")
+    if not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count():
+        raise dio.InputError(f"--device {args.device!r}: no such CUDA device is visible "
+                             f"({torch.cuda.device_count()} found)")
+
+
 def _check_outputs(args) -> None:
-    """Fail on a bad output path or a missing matplotlib before any computation."""
-    dio.check_table_path(args.output)
+    """Fail on a bad output location, device or a missing matplotlib before any computation."""
+    dio.check_output_path(args.output)
     if getattr(args, "plot", None):
+        dio.check_output_path(args.plot, suffixes=None, what="plot")
         from . import plots
 
         plots.require_matplotlib()
+    _check_device(args)
+
+
+def _settings(args, **resolved) -> dict:
+    """What produced a result: the version, the command line's options, the resolved values."""
+    from . import __version__
+
+    options = {k: v for k, v in vars(args).items() if k not in ("classes", "command")}
+    return {"command": args.command, "version": __version__, "options": options, **resolved}
+
+
+def _metrics(scores, flagged, mislabeled) -> dict:
+    """Detection quality against known noise: ROC AUC of the scores (None when only one kind
+    of sample is present), precision / recall / F1 of the flagged set (scikit-learn)."""
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+    auc = roc_auc_score(mislabeled, scores) if 0 < mislabeled.sum() < len(mislabeled) else None
+    p, r, f1, _ = precision_recall_fscore_support(mislabeled, flagged, average="binary", zero_division=0)
+    return {"auc": auc, "f1": float(f1), "precision": float(p), "recall": float(r)}
+
+
+def _sorted(columns: dict, key: np.ndarray) -> dict:
+    order = np.argsort(key, kind="stable")
+    return {name: np.asarray(values)[order] for name, values in columns.items()}
 
 
 def _np(t) -> np.ndarray:
@@ -255,15 +335,14 @@ def _np(t) -> np.ndarray:
 
 
 def cmd_detect(args) -> None:
-    from .evaluation import detection_metrics
     from .workflows import detect
 
     args.loss = args.loss or _default_loss("detect")
     _check_outputs(args)
-    x, y = _load_xy(args, args.features, args.labels, "detect")
+    x, y, lab = _load_xy(args, args.features, args.labels, "detect")
     true_y = None
     if args.true_labels:
-        true_y = _load_labels(args, args.true_labels)
+        true_y = _load_labels(args, args.true_labels).values
         if len(true_y) != len(y):
             raise dio.InputError(f"--true-labels has {len(true_y)} labels but the features have {len(y)} rows")
     val = _optional_val(args, x.shape[1])
@@ -272,17 +351,19 @@ def cmd_detect(args) -> None:
     res = detect(x, y, lam=lam, loss=args.loss, eps=args.eps, num_classes=args.num_classes, **val)
     seconds = time.perf_counter() - t0
     scores, flagged, labels = _np(res.scores), _np(res.detrimental).astype(bool), _np(y)
-    meta = {"command": "detect", "lam": lam, "loss": args.loss, "eps": args.eps, "loss_value": float(res.loss),
+    meta = {**_settings(args, lam=lam, loss=args.loss, eps=args.eps), "loss_value": float(res.loss),
             "n": len(labels), "n_detrimental": int(flagged.sum()), "seconds": seconds}
-    columns = {"index": np.arange(len(labels)), "label": args.classes.show(labels), "score": scores,
+    columns = {**_ids(lab), "index": np.arange(len(labels)), "label": args.classes.show(labels), "score": scores,
                "grad": _np(res.grad), "detrimental": flagged.astype(int)}
     mislabeled = None
     if true_y is not None:
         mislabeled = true_y != labels
         columns["mislabeled"] = mislabeled.astype(int)
-        meta.update(detection_metrics(scores, flagged, mislabeled)._asdict())
+        meta.update(_metrics(scores, flagged, mislabeled))
+    if args.sort:
+        columns = _sorted(columns, -scores)
     with dio.StagedOutputs() as out:
-        dio.write_table(out.path(args.output), columns, meta)
+        dio.write_table(out, args.output, columns, meta)
         if args.plot:
             from . import plots
 
@@ -291,7 +372,8 @@ def cmd_detect(args) -> None:
     print(f"detect: {meta['n_detrimental']} of {meta['n']} samples detrimental (score > {args.eps:g}); "
           f"λ={lam:.4g}, {args.loss} loss {meta['loss_value']:.4f}, {seconds:.2f} s")
     if true_y is not None:
-        print(f"detect: known noise {int(mislabeled.sum())} samples: AUC {meta['auc']:.3f}, F1 {meta['f1']:.3f} "
+        auc = "n/a" if meta["auc"] is None else f"{meta['auc']:.3f}"
+        print(f"detect: known noise {int(mislabeled.sum())} samples: AUC {auc}, F1 {meta['f1']:.3f} "
               f"(precision {meta['precision']:.3f}, recall {meta['recall']:.3f})")
     _print_written(args)
 
@@ -301,7 +383,7 @@ def cmd_reweight(args) -> None:
 
     args.loss = args.loss or _default_loss("reweight")
     _check_outputs(args)
-    x, y = _load_xy(args, args.features, args.labels, "reweight")
+    x, y, lab = _load_xy(args, args.features, args.labels, "reweight")
     val = _optional_val(args, x.shape[1])
     lam = _resolve_lam(args, x, y)
     kwargs = {} if args.step_size is None else {"step_size": args.step_size}
@@ -311,12 +393,13 @@ def cmd_reweight(args) -> None:
     seconds = time.perf_counter() - t0
     weights, labels = _np(res.weights), _np(y)
     losses = [float(v) for v in res.losses]
-    meta = {"command": "reweight", "lam": lam, "loss": args.loss, "steps": args.steps,
-            "step_size": args.step_size, "losses": ", ".join(f"{v:.6g}" for v in losses),
-            "n": len(labels), "n_zero_weight": int((weights == 0).sum()), "seconds": seconds}
+    meta = {**_settings(args, lam=lam, loss=args.loss, steps=args.steps, step_size=args.step_size),
+            "losses": losses, "n": len(labels), "n_zero_weight": int((weights == 0).sum()), "seconds": seconds}
+    columns = {**_ids(lab), "index": np.arange(len(labels)), "label": args.classes.show(labels), "weight": weights}
+    if args.sort:
+        columns = _sorted(columns, weights)
     with dio.StagedOutputs() as out:
-        dio.write_table(out.path(args.output), {"index": np.arange(len(labels)), "label": args.classes.show(labels),
-                                                "weight": weights}, meta)
+        dio.write_table(out, args.output, columns, meta)
         if args.plot:
             from . import plots
 
@@ -331,17 +414,15 @@ def cmd_extend(args) -> None:
 
     args.loss = args.loss or _default_loss("extend")
     _check_outputs(args)
-    if args.plot and (args.test_features is None or args.test_labels is None):
-        raise dio.InputError("--plot for extend draws test error: give --test-features and --test-labels")
     if (args.test_features is None) != (args.test_labels is None):
         raise dio.InputError("give both --test-features and --test-labels, or neither")
-    xc, yc = _load_xy(args, args.core_features, args.core_labels, "core set")
-    xp, yp = _load_xy(args, args.pool_features, args.pool_labels, "pool")
+    xc, yc, _ = _load_xy(args, args.core_features, args.core_labels, "core set")
+    xp, yp, pool_lab = _load_xy(args, args.pool_features, args.pool_labels, "pool")
     if xp.shape[1] != xc.shape[1]:
         raise dio.InputError(f"pool features have {xp.shape[1]} columns but core features have {xc.shape[1]}")
     test = None
     if args.test_features is not None:
-        test = _load_xy(args, args.test_features, args.test_labels, "test set")
+        test = _load_xy(args, args.test_features, args.test_labels, "test set")[:2]
         if test[0].shape[1] != xc.shape[1]:
             raise dio.InputError(f"test features have {test[0].shape[1]} columns but core features have {xc.shape[1]}")
     k = args.num_classes or int(max(int(yc.max()), int(yp.max()))) + 1
@@ -352,21 +433,26 @@ def cmd_extend(args) -> None:
     seconds = time.perf_counter() - t0
     order = _np(res.order).astype(np.int64)
     rounds = _round_of_each(res.rounds, len(order))
-    meta = {"command": "extend", "lam": lam, "loss": args.loss, "n_core": len(yc), "n_pool": len(yp),
-            "n_selected": len(order), "rounds": len(res.rounds),
-            "losses": ", ".join(f"{float(v):.6g}" for v in res.losses), "seconds": seconds}
+    losses = [float(v) for v in res.losses]
+    meta = {**_settings(args, lam=lam, loss=args.loss, num_classes=k), "n_core": len(yc), "n_pool": len(yp),
+            "n_selected": len(order), "rounds": len(res.rounds), "losses": losses, "seconds": seconds}
     curve = None
     if test is not None:
         curve = _error_curve(xc, yc, xp, yp, order, test, lam, k, args.seed, not args.no_progress)
         meta["test_error_core"] = curve["errors"]["DIVA"][0]
         meta["test_error_selected"] = curve["errors"]["DIVA"][-1]
+    columns = {"rank": np.arange(len(order)), "pool_index": order, **_ids(pool_lab, order),
+               "label": args.classes.show(_np(yp)[order]), "round": rounds}
     with dio.StagedOutputs() as out:
-        dio.write_table(out.path(args.output), {"rank": np.arange(len(order)), "pool_index": order,
-                                                "label": args.classes.show(_np(yp)[order]), "round": rounds}, meta)
+        dio.write_table(out, args.output, columns, meta)
         if args.plot:
             from . import plots
 
-            plots.error_curve(curve["counts"], curve["errors"], out.path(args.plot))
+            if curve is not None:
+                plots.error_curve(curve["counts"], curve["errors"], out.path(args.plot))
+            else:  # no test set: what the selection did to the LOO loss of core + selected
+                plots.loss_curve(losses, out.path(args.plot), xlabel="extension round",
+                                 ylabel=f"LOO {args.loss} loss", title="LOO loss per round")
     print(f"extend: selected {len(order)} of {len(yp)} pool samples in {len(res.rounds)} round(s); "
           f"λ={lam:.4g}; {seconds:.2f} s")
     if curve is not None:
@@ -390,7 +476,7 @@ def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress) -> dict:
     samples, for up to 20 values of m, for the DIVA order and for one random order."""
     from .estimator import RidgeClassifier
 
-    xt, yt = test
+    xt, yt = _np(test[0]), _np(test[1])
     n_sel = len(order)
     counts = sorted(set(np.linspace(0, n_sel, num=min(n_sel, 19) + 1).round().astype(int).tolist()))
     rng = np.random.default_rng(seed)
@@ -419,16 +505,39 @@ def _print_written(args) -> None:
 COMMANDS = {"detect": cmd_detect, "reweight": cmd_reweight, "extend": cmd_extend, "demo": cmd_demo}
 
 
+class _Terminated(Exception):
+    """SIGTERM, raised in the main thread so that staged outputs are discarded (as on Ctrl-C)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While the command runs, SIGTERM raises :class:`_Terminated` instead of killing the
+    process outright, which would leave the staged temporary files behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the CLI on ``argv`` (default: sys.argv[1:]); returns the exit status."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error (2; argparse printed it)
+    except SystemExit as e:  # --help, --version (0) or a usage error (2; argparse printed it)
         return int(e.code or 0)
     args.classes = _Classes()
     try:
-        COMMANDS[args.command](args)
+        with _sigterm_raises():
+            COMMANDS[args.command](args)
     except (dio.InputError, ValueError, TypeError, RuntimeError, ImportError, OSError) as e:
         message = str(e)
         if message.startswith("divaext: "):
@@ -438,6 +547,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"divaext {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"divaext {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
 
 

@@ -1,62 +1,91 @@
-"""A scikit-learn style classifier for the model DIVA differentiates: ridge regression on
-one-hot targets with sample weights.
+"""scikit-learn estimators for the model DIVA differentiates: weighted ridge regression, on
+one-hot targets (:class:`RidgeClassifier`) or on float targets (:class:`RidgeRegressor`).
 
-It inherits scikit-learn's ``BaseEstimator``/``ClassifierMixin`` when scikit-learn is
-installed (so ``clone``, pipelines, ``cross_val_score`` and grid search work) and works
-standalone otherwise.
+They are ordinary scikit-learn estimators (``clone``, pipelines, ``cross_val_score``, grid
+search; inputs checked by scikit-learn's own validation helpers) and need scikit-learn:
+``pip install 'divaext[sklearn]'``. ``tests/test_estimator.py`` runs scikit-learn's
+``check_estimator`` on both.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Optional, Union
 
 import numpy as np
 import torch
 
 from . import _validate as V
-from .workflows import _common as C
+from .labels import encode_labels
 from .workflows.select_lambda import select_lambda
 
-try:  # scikit-learn is optional
-    from sklearn.base import BaseEstimator as _Base
-    from sklearn.base import ClassifierMixin as _Mixin
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+except ImportError as e:  # pragma: no cover - exercised by a test that hides scikit-learn
+    raise ImportError("divaext.RidgeClassifier and RidgeRegressor need scikit-learn >= 1.6: "
+                      "pip install 'divaext[sklearn]'") from e
 
-    class _Base:
-        """get_params/set_params from the __init__ signature, as scikit-learn does."""
-
-        @classmethod
-        def _get_param_names(cls):
-            sig = inspect.signature(cls.__init__)
-            return sorted(p.name for p in sig.parameters.values()
-                          if p.name != "self" and p.kind != p.VAR_KEYWORD)
-
-        def get_params(self, deep: bool = True) -> dict:
-            return {name: getattr(self, name) for name in self._get_param_names()}
-
-        def set_params(self, **params):
-            valid = self._get_param_names()
-            for name, value in params.items():
-                if name not in valid:
-                    raise ValueError(f"divaext: invalid parameter {name!r} for {type(self).__name__}; "
-                                     f"valid parameters: {valid}")
-                setattr(self, name, value)
-            return self
-
-        def __repr__(self) -> str:
-            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-            return f"{type(self).__name__}({args})"
-
-    class _Mixin:
-        _estimator_type = "classifier"
-
-        def score(self, X, y, sample_weight=None) -> float:
-            """Mean (sample-weighted) accuracy of ``predict(X)`` against ``y``."""
-            right = (self.predict(X) == np.asarray(y)).astype(np.float64)
-            return float(np.average(right, weights=sample_weight))
+_FLOATS = [np.float64, np.float32]  # validate_data keeps these, converts anything else to float64
 
 
-class RidgeClassifier(_Mixin, _Base):
+def _host(v):
+    """torch tensors (any device) → NumPy, for scikit-learn's validation; the rest unchanged."""
+    return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+
+
+class _Ridge(BaseEstimator):
+    """Fitting and prediction shared by the classifier and the regressor."""
+
+    def __init__(self, lam: Union[float, str] = 1.0, *, fit_intercept: bool = True):
+        self.lam = lam
+        self.fit_intercept = fit_intercept
+
+    def _fit_targets(self, X, target: np.ndarray, sample_weight, *, device, criterion: str, loss: str):
+        """Solve ``(Xᵀ diag(a) X + lam·I) W = Xᵀ diag(a) Y`` in float64 (on ``device``); sets
+        ``coef_`` (k, d), ``intercept_`` (k,), ``lam_`` and, for ``lam="loo"``, ``lambda_search_``."""
+        # refuses negative, non-finite and all-zero weights, each with its own message
+        a = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        x = V.as_tensor(X, "X").to(device)  # copies a read-only array (memmap)
+        if self.fit_intercept:
+            x = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
+        y = torch.from_numpy(np.array(target, dtype=np.float64)).to(device, x.dtype)
+        a_t = torch.from_numpy(a).to(device, x.dtype)
+        if isinstance(self.lam, str):
+            if self.lam != "loo":
+                raise ValueError(f"divaext: lam must be a number > 0 or 'loo', got {self.lam!r}")
+            self.lambda_search_ = select_lambda(x, y, a_t, criterion=criterion, loss=loss)
+            self.lam_ = self.lambda_search_.lam
+        else:
+            self.lam_ = V.check_lam(self.lam)
+        xd, ad = x.double(), a_t.double()
+        m = xd.T @ (xd * ad[:, None])
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError("divaext: Xᵀ diag(sample_weight) X overflows float64; rescale X")
+        m.diagonal().add_(self.lam_)
+        chol, info = torch.linalg.cholesky_ex(m)
+        if int(info) != 0:
+            raise ValueError(f"divaext: Xᵀ diag(sample_weight) X + lam·I is not positive definite "
+                             f"(lam={self.lam_:g} too small for the scale of X); increase lam")
+        w = torch.cholesky_solve(xd.T @ (ad[:, None] * y.double()), chol).cpu().numpy()  # (d[+1], k)
+        if self.fit_intercept:
+            self.coef_, self.intercept_ = w[:-1].T.copy(), w[-1].copy()
+        else:
+            self.coef_, self.intercept_ = w.T.copy(), np.zeros(w.shape[1])
+        return self
+
+    def _validate_fit(self, X, y, **kwargs):
+        device = X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
+        X, y = validate_data(self, _host(X), _host(y), dtype=_FLOATS, **kwargs)
+        return X, y, device
+
+    def _outputs(self, X) -> np.ndarray:
+        """(n, k) float64 ridge outputs ``X coef_ᵀ + intercept_`` ((n,) for a 1-D ``coef_``)."""
+        check_is_fitted(self)
+        X = validate_data(self, _host(X), reset=False, dtype=_FLOATS)
+        return X.astype(np.float64, copy=False) @ self.coef_.T + self.intercept_
+
+
+class RidgeClassifier(ClassifierMixin, _Ridge):
     """Weighted ridge regression on one-hot targets, predicting the argmax class.
 
     Fitting solves ``(Xᵀ diag(a) X + lam·I) W = Xᵀ diag(a) Y`` in float64 by Cholesky, with
@@ -75,104 +104,82 @@ class RidgeClassifier(_Mixin, _Base):
             negligible. Default True.
         num_classes: for integer labels 0..k−1, the class count k, so that classes absent
             from ``y`` still get an output (``classes_ = 0..num_classes−1``). Default: the
-            classes are ``np.unique(y)`` (any label values, strings included).
+            classes are the distinct labels (any hashable type, strings included).
 
     Attributes after ``fit``: ``classes_`` (k,), ``coef_`` (k, d), ``intercept_`` (k,) (zeros
     without ``fit_intercept``), ``lam_``, ``n_features_in_``.
 
-    Inputs are numpy arrays or torch tensors (CPU or CUDA: the solve runs on their device);
-    outputs are numpy arrays.
+    Inputs are anything scikit-learn accepts (NumPy, pandas, lists) or torch tensors (a CUDA
+    tensor's solve runs on its device); outputs are NumPy arrays. Continuous ``y`` is an error
+    (use :class:`RidgeRegressor`), as are missing labels, NaN/Inf in ``X`` and all-zero weights.
     """
 
     def __init__(self, lam: Union[float, str] = 1.0, *, fit_intercept: bool = True,
                  num_classes: Optional[int] = None):
-        self.lam = lam
-        self.fit_intercept = fit_intercept
+        super().__init__(lam, fit_intercept=fit_intercept)
         self.num_classes = num_classes
 
-    # -- fitting ---------------------------------------------------------------------------
-
     def fit(self, X, y, sample_weight=None) -> "RidgeClassifier":
-        x = self._features(X, fitting=True)
-        y_idx = self._encode_labels(y, x.shape[0])
-        a = C.weights_like(sample_weight, x, "sample_weight")
-        k = len(self.classes_)
-        target = torch.nn.functional.one_hot(torch.as_tensor(y_idx, device=x.device), k).to(x.dtype)
-        if isinstance(self.lam, str):
-            if self.lam != "loo":
-                raise ValueError(f"divaext: lam must be a number > 0 or 'loo', got {self.lam!r}")
-            self.lambda_search_ = select_lambda(x, target, a)
-            self.lam_ = self.lambda_search_.lam
+        X, y, device = self._validate_fit(X, y)
+        if self.num_classes is not None and np.issubdtype(y.dtype, np.integer):
+            k = self.num_classes
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+                raise ValueError(f"divaext: num_classes must be a positive integer, got {k!r}")
+            if y.min() < 0 or y.max() >= k:
+                raise ValueError(f"divaext: y must lie in 0..{k - 1} with num_classes={k}")
+            self.classes_, codes = np.arange(k), y.astype(np.int64)
         else:
-            self.lam_ = V.check_lam(self.lam)
-        xd, ad = x.double(), a.double()
-        m = xd.T @ (xd * ad[:, None])
-        m.diagonal().add_(self.lam_)
-        chol, info = torch.linalg.cholesky_ex(m)
-        if int(info) != 0:
-            raise ValueError(f"divaext: Xᵀ diag(sample_weight) X + lam·I is not positive definite "
-                             f"(lam={self.lam_:g} too small for the scale of X); increase lam")
-        w = torch.cholesky_solve(xd.T @ (ad[:, None] * target.double()), chol)  # (d[+1], k)
-        w = w.cpu().numpy()
-        if self.fit_intercept:
-            self.coef_, self.intercept_ = w[:-1].T.copy(), w[-1].copy()
-        else:
-            self.coef_, self.intercept_ = w.T.copy(), np.zeros(k)
-        return self
-
-    # -- prediction ------------------------------------------------------------------------
+            codes, self.classes_ = encode_labels(y, classes=(), name="y")  # missing labels: error
+            check_classification_targets(y)  # continuous y: an error naming it, not k classes
+            codes = codes.numpy()
+        target = np.eye(len(self.classes_))[codes]
+        return self._fit_targets(X, target, sample_weight, device=device, criterion="error", loss="ce")
 
     def decision_function(self, X) -> np.ndarray:
         """(n, k) ridge outputs ``X W + b``; for two classes the (n,) margin ``f₁ − f₀``
         (positive means ``classes_[1]``), as scikit-learn classifiers return."""
-        f = self._scores(X)
+        f = self._outputs(X)
         return f[:, 1] - f[:, 0] if f.shape[1] == 2 else f
 
     def predict(self, X) -> np.ndarray:
-        f = self._scores(X)
+        f = self._outputs(X)  # first: it raises NotFittedError before classes_ is read
         return self.classes_[f.argmax(1)]
 
     def predict_proba(self, X) -> np.ndarray:
         """Softmax of the (n, k) ridge outputs. Not calibrated: ridge outputs on one-hot
         targets are mostly in [0, 1], so these probabilities are flat (close to 1/k); use them
         for ranking, or calibrate them (e.g. ``sklearn.calibration.CalibratedClassifierCV``)."""
-        f = self._scores(X)
+        f = self._outputs(X)
         e = np.exp(f - f.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
 
-    # -- helpers ---------------------------------------------------------------------------
 
-    def _scores(self, X) -> np.ndarray:
-        if not hasattr(self, "coef_"):
-            raise RuntimeError(f"divaext: this {type(self).__name__} is not fitted yet; call fit(X, y) first")
-        x = self._features(X, fitting=False).double().cpu().numpy()
-        x = x[:, :-1] if self.fit_intercept else x
-        return x @ self.coef_.T + self.intercept_
+class RidgeRegressor(RegressorMixin, _Ridge):
+    """Weighted ridge regression on float targets ``y`` (n,) or (n, k): the same model as
+    :class:`RidgeClassifier` with the targets as given, i.e. what :func:`divaext.loo_derivative`
+    differentiates with ``loss="mse"`` and float (n, k) targets.
 
-    def _features(self, X, fitting: bool) -> torch.Tensor:
-        if not isinstance(X, torch.Tensor):
-            X = np.asarray(X)
-            if X.dtype not in (np.float32, np.float64):
-                X = X.astype(np.float64)
-        x = C.features(X, "X")
-        if fitting:
-            self.n_features_in_ = x.shape[1]
-        elif x.shape[1] != self.n_features_in_:
-            raise ValueError(f"divaext: X has {x.shape[1]} features, but {type(self).__name__} "
-                             f"was fitted with {self.n_features_in_}")
-        if self.fit_intercept:
-            x = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
-        return x
+    Args:
+        lam: ridge strength > 0, or ``"loo"`` to choose it by the leave-one-out mean squared
+            error over the default grid of :func:`divaext.workflows.select_lambda`.
+        fit_intercept: a constant feature 1, penalised like the others (see RidgeClassifier).
 
-    def _encode_labels(self, y, n: int) -> np.ndarray:
-        y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != n:
-            raise ValueError(f"divaext: y must be (n,) labels with n = {n} (the rows of X), got shape {y.shape}")
-        if self.num_classes is not None and np.issubdtype(y.dtype, np.integer):
-            k = C.positive_int(self.num_classes, "num_classes")
-            if y.min() < 0 or y.max() >= k:
-                raise ValueError(f"divaext: y must lie in 0..{k - 1} with num_classes={k}")
-            self.classes_ = np.arange(k)
-            return y.astype(np.int64)
-        self.classes_, idx = np.unique(y, return_inverse=True)
-        return idx.astype(np.int64)
+    Attributes after ``fit``: ``coef_`` ((d,) for 1-D ``y``, else (k, d)), ``intercept_``
+    (a float, or (k,)), ``lam_``, ``n_features_in_``.
+    """
+
+    def fit(self, X, y, sample_weight=None) -> "RidgeRegressor":
+        X, y, device = self._validate_fit(X, y, multi_output=True, y_numeric=True)
+        target = y.reshape(len(y), -1)
+        self._fit_targets(X, target, sample_weight, device=device, criterion="loss", loss="mse")
+        if y.ndim == 1:
+            self.coef_, self.intercept_ = self.coef_[0], float(self.intercept_[0])
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        return self._outputs(X)  # (n,) for a 1-D coef_, else (n, k)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

@@ -1,7 +1,9 @@
 """Feature-extraction helpers: embed images / texts with frozen pretrained models.
 
 Everything returns an ``(n, d)`` float32 CPU ``torch.Tensor`` and can be cached
-in a ``.npy`` file so expensive embeddings are computed once.
+in a ``.npy`` file so expensive embeddings are computed once. The cache is keyed by a SHA-256
+hash of the inputs and the model (``<cache>.key`` beside it): other inputs or another model
+recompute it, never silently return the old embeddings.
 
 Optional dependencies (imported lazily, only when used):
 
@@ -13,6 +15,7 @@ Optional dependencies (imported lazily, only when used):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -59,51 +62,102 @@ def _require(module: str, pip_names: str, what: str) -> Any:
 
 
 def _progress(it: Iterable, total: Optional[int], enabled: bool, desc: str) -> Iterable:
-    """Wrap ``it`` in a tqdm bar when tqdm is installed and ``enabled``; else return it."""
+    """Wrap ``it`` in a tqdm bar when tqdm is installed and ``enabled``; else return it.
+    ``total=None`` means unknown and stays unknown (a count, no ETA): tqdm would otherwise
+    take ``len(it)``, e.g. the pool size for extend's rounds, and show an ETA of hours for a
+    run that stops after a few rounds."""
     if not enabled:
         return it
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return it
-    return tqdm(it, total=total, desc=desc, leave=False)
+    return tqdm(it if total is not None else iter(it), total=total, desc=desc, leave=False)
 
 
 def _tqdm_available() -> bool:
     return importlib.util.find_spec("tqdm") is not None
 
 
-def _load_cache(cache: Optional[PathLike], n: int) -> Optional[torch.Tensor]:
+def _feed(h, obj) -> None:
+    """Hash ``obj`` (tensors, arrays, strings, numbers, nested lists) into ``h``, type- and
+    length-prefixed so that different inputs cannot give the same byte stream."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, np.ndarray) and obj.dtype != object:
+        a = np.ascontiguousarray(obj)
+        h.update(f"A{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    elif isinstance(obj, (str, bytes)):
+        b = obj.encode() if isinstance(obj, str) else obj
+        h.update(f"S{len(b)}:".encode() + b)
+    elif isinstance(obj, (list, tuple, np.ndarray)):
+        h.update(f"L{len(obj)}:".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        _feed(h, repr(obj))
+
+
+def _model_key(model) -> list:
+    """What identifies a model in the cache key: a name as given (lower case), or the class
+    and, for an ``nn.Module``, every parameter and buffer (its weights)."""
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model).lower()
+        return ["name", "all-minilm-l6-v2" if name in MINILM_NAMES else name]
+    key = ["class", f"{type(model).__module__}.{type(model).__qualname__}"]
+    if isinstance(model, torch.nn.Module):
+        key += [[n, t] for n, t in model.state_dict().items() if isinstance(t, torch.Tensor)]
+    return key
+
+
+def cache_key(*parts) -> str:
+    """SHA-256 hex digest of ``parts`` (inputs, model key, settings)."""
+    h = hashlib.sha256()
+    _feed(h, list(parts))
+    return h.hexdigest()
+
+
+def _load_cache(cache: Optional[PathLike], n: int, key: str) -> Optional[torch.Tensor]:
     """Return the cached ``(n, d)`` array as a float32 tensor, or None.
 
-    A cache file whose row count differs from ``n`` is ignored (with a warning)
-    and will be overwritten by the fresh result.
+    A cache made from other inputs or another model (its ``.key`` file differs from ``key``),
+    or with a row count other than ``n``, is ignored with a warning and will be overwritten
+    by the fresh result.
     """
     if cache is None or not os.path.exists(cache):
         return None
+    key_path = os.fspath(cache) + ".key"
+    stored = open(key_path, encoding="utf-8").read().strip() if os.path.exists(key_path) else None
     arr = np.load(cache, allow_pickle=False)
-    if arr.ndim != 2 or arr.shape[0] != n:
-        warnings.warn(
-            f"feature cache {os.fspath(cache)!r} has shape {arr.shape}, expected {n} rows; "
-            "recomputing and overwriting it",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    if stored != key or arr.ndim != 2 or arr.shape[0] != n:
+        why = (f"has shape {arr.shape}, expected {n} rows" if arr.ndim != 2 or arr.shape[0] != n
+               else "was computed from other inputs or another model")
+        warnings.warn(f"feature cache {os.fspath(cache)!r} {why}; recomputing and overwriting it",
+                      RuntimeWarning, stacklevel=3)
         return None
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
-def _save_cache(cache: Optional[PathLike], feats: torch.Tensor) -> None:
-    """Write ``feats`` to ``cache`` atomically (temp file in same dir + os.replace)."""
+def _save_cache(cache: Optional[PathLike], feats: torch.Tensor, key: str) -> None:
+    """Write ``feats`` to ``cache`` and ``key`` to ``cache.key``, each atomically (temp file in
+    the same directory + os.replace); the key last, so a key never vouches for old features."""
     if cache is None:
         return
     path = os.fspath(cache)
+    _atomic_write(path, lambda f: np.save(f, feats.numpy(), allow_pickle=False))
+    _atomic_write(path + ".key", lambda f: f.write(key.encode() + b"\n"))
+
+
+def _atomic_write(path: str, write: Callable) -> None:
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npy")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, feats.numpy(), allow_pickle=False)
+            write(f)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use normal file perms
         os.replace(tmp, path)
     except BaseException:
@@ -116,6 +170,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _stacked(images: Any) -> torch.Tensor:
+    """All images as one tensor, so that a tensor, an array and a list of the same images
+    hash alike."""
+    if isinstance(images, torch.Tensor):
+        return images
+    if isinstance(images, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(images))
+    return torch.stack([i if isinstance(i, torch.Tensor) else torch.from_numpy(np.array(i)) for i in images])
 
 
 def _batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
@@ -162,18 +226,22 @@ def embed_images(
         transform: optional callable applied to each *batch* tensor (on CPU) before the
             model, e.g. :func:`image_transform`. Without one, non-float batches are
             cast to float32.
-        cache: optional ``.npy`` path. If it exists with ``n`` rows it is loaded instead
-            of running the model; otherwise the result is written there atomically.
-            A cache with the wrong row count is recomputed and overwritten (warning).
+        cache: optional ``.npy`` path. If it exists and its key (``cache + ".key"``: a hash
+            of the images, the model's class and weights, and the transform's name) matches,
+            it is loaded instead of running the model; otherwise the result is computed and
+            written there atomically (with a warning when a stale cache is overwritten).
         progress: show a tqdm bar if tqdm is installed.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if cache is not None and not hasattr(images, "__len__"):
-        images = list(images)  # need n to validate the cache
+        images = list(images)  # need n and the images' hash to validate the cache
     n = len(images) if hasattr(images, "__len__") else None
-    if n is not None:
-        cached = _load_cache(cache, n)
+    key = None
+    if cache is not None:
+        key = cache_key("images", _model_key(model), getattr(transform, "__qualname__", repr(transform)),
+                        _stacked(images))
+        cached = _load_cache(cache, n, key)
         if cached is not None:
             return cached
 
@@ -204,7 +272,7 @@ def embed_images(
     if not outs:
         raise ValueError("embed_images got no images")
     feats = torch.cat(outs).contiguous()  # (n, d) float32
-    _save_cache(cache, feats)
+    _save_cache(cache, feats, key)
     return feats
 
 
@@ -305,15 +373,18 @@ def embed_texts(
             :func:`load_minilm` copy.
         texts: strings to embed.
         batch_size: sentences per forward pass.
-        cache: optional ``.npy`` path, same semantics as in :func:`embed_images`
-            (note: the cache key is only the path and row count, not ``normalize``).
+        cache: optional ``.npy`` path, same semantics as in :func:`embed_images`; the key
+            hashes the texts, the model (its name, or its class and weights) and ``normalize``.
         progress: show a progress bar if tqdm is installed.
         normalize: L2-normalise each embedding.
     """
     texts = [str(t) for t in texts]
-    cached = _load_cache(cache, len(texts))
-    if cached is not None:
-        return cached
+    key = None
+    if cache is not None:
+        key = cache_key("texts", _model_key(model_or_name), bool(normalize), texts)
+        cached = _load_cache(cache, len(texts), key)
+        if cached is not None:
+            return cached
     if not texts:
         raise ValueError("embed_texts got no texts")
 
@@ -336,5 +407,5 @@ def embed_texts(
             convert_to_numpy=True,
         )  # (n, d)
     feats = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
-    _save_cache(cache, feats)
+    _save_cache(cache, feats, key)
     return feats

@@ -1,18 +1,19 @@
 """Reading features and labels from files, and writing results without leaving partial output.
 
 Features: ``.npy``, ``.npz`` (pick the array with ``key``), ``.pt`` (a tensor, or a dict of
-tensors with ``key``). Labels: the same three, plus ``.csv`` and ``.parquet`` (pick the column
-with ``column``). Every problem is raised as :class:`InputError` with a message that names
-the file and what is wrong, so the CLI can print it as is.
+tensors with ``key``). Labels: the same three, plus tables read by pandas: ``.csv``, ``.tsv``
+and ``.parquet`` (pick the column with ``column``, and optionally an id column to carry
+through to the results). Every problem is raised as :class:`InputError` with a message that
+names the file and what is wrong, so the CLI can print it as is.
 
-Results are written through :class:`StagedOutputs`: every file goes to a temporary file in
-its destination directory first and all of them are moved into place (``os.replace``) only
-when the whole command has succeeded, so a failure leaves nothing half-written behind.
+Results are tables written by pandas (CSV, TSV or JSON) through :class:`StagedOutputs`: every
+file goes to a temporary file in its destination directory first and all of them are moved
+into place (``os.replace``) only when the whole command has succeeded, so a failure leaves
+nothing half-written behind.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import tempfile
@@ -24,11 +25,14 @@ import numpy as np
 PathLike = Union[str, os.PathLike]
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
-LABEL_SUFFIXES = FEATURE_SUFFIXES + (".csv", ".parquet")
-TABLE_SUFFIXES = (".csv", ".json")
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")  # label tables, read with pandas
+LABEL_SUFFIXES = FEATURE_SUFFIXES + TABLE_SUFFIXES
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".json")
 # Keys tried, in order, when an .npz / .pt dict holds several arrays and no key is given.
 FEATURE_KEYS = ("features", "x", "X", "train_x", "embeddings")
 LABEL_KEYS = ("labels", "y", "train_y", "targets", "label")
+# Table columns taken as the labels when the table has several and none is named.
+LABEL_COLUMNS = LABEL_KEYS + ("target", "class", "category")
 
 
 class InputError(ValueError):
@@ -36,11 +40,13 @@ class InputError(ValueError):
 
 
 class Labels(NamedTuple):
-    """``y``: (n,) int64 class indices; ``classes``: class names by index when the file held
-    strings (labels were encoded in sorted order), else ``None``."""
+    """``values``: (n,) labels as stored (integers, or names of any type: encode them with
+    :func:`divaext.labels.encode_labels`); ``ids``: the (n,) id column of a table when one was
+    asked for, named ``id_name``."""
 
-    y: np.ndarray
-    classes: Optional[List[str]]
+    values: np.ndarray
+    ids: Optional[np.ndarray] = None
+    id_name: Optional[str] = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -128,55 +134,96 @@ def load_features(path: PathLike, key: Optional[str] = None) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str] = None) -> Labels:
-    """(n,) int64 class labels from ``.npy`` / ``.npz`` / ``.pt`` (``key``) or ``.csv`` /
-    ``.parquet`` (``column``: a name, or a 0-based index; default: the only column, or one
-    named like ``label``). String labels are encoded as indices of their sorted unique values.
+def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str] = None,
+                id_column: Optional[str] = None, header: Optional[bool] = None) -> Labels:
+    """(n,) class labels from ``.npy`` / ``.npz`` / ``.pt`` (``key``) or a ``.csv`` / ``.tsv`` /
+    ``.parquet`` table (``column``: a name, or a 0-based index; default: the only column, or
+    one named like ``label``; ``id_column``: a column to return as ``ids``; ``header``: see
+    :func:`read_table`). Whole-number floats become integers; fractional, NaN or blank labels
+    are an error naming the row (a missing label is not a class).
     """
     path = Path(path)
     suffix = _suffix(path, LABEL_SUFFIXES, "labels")
-    if suffix in (".csv", ".parquet"):
+    ids = id_name = None
+    if suffix in TABLE_SUFFIXES:
         if key is not None:
             raise InputError(f"labels file {str(path)!r} is a table; pick the column with the column option, not a key")
-        values = _read_table_column(path, column, suffix)
+        frame = read_table(path, header)
+        names = [str(c) for c in frame.columns]
+        values = frame.iloc[:, _choose_column(names, column, path)].to_numpy()
+        if id_column is not None:
+            j = _choose_column(names, id_column, path)
+            ids, id_name = frame.iloc[:, j].to_numpy(), names[j]
     else:
-        if column is not None:
-            raise InputError(f"labels file {str(path)!r} is an array file; the column option is for .csv/.parquet")
+        for option, given in (("column", column), ("id column", id_column)):
+            if given is not None:
+                raise InputError(f"labels file {str(path)!r} is an array file; the {option} option is for tables "
+                                 f"(.csv/.tsv/.parquet)")
         values = _load_array(path, key, LABEL_KEYS, "labels", LABEL_SUFFIXES)
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
         if values.ndim != 1:
             raise InputError(f"labels in {str(path)!r} must be a 1-D array of class labels, got shape {values.shape}")
-    return _encode(values, path)
+    return Labels(_whole_numbers(values, path), ids, id_name)
 
 
-def _encode(values: np.ndarray, path: Path) -> Labels:
-    """Integer labels as they are; strings (and integers written as text) encoded."""
-    if values.dtype.kind in "iu":
-        y = values.astype(np.int64)
-    elif values.dtype.kind == "f":
-        if not np.isfinite(values).all() or not np.all(values == np.round(values)):
-            raise InputError(f"labels in {str(path)!r} must be whole numbers (class indices), found fractional or NaN values")
-        y = values.astype(np.int64)
-    elif values.dtype.kind == "b":
-        y = values.astype(np.int64)
-    else:
-        text = np.asarray([str(v).strip() for v in values])
-        if len(text) and all(_is_int(t) for t in text):
-            y = np.asarray([int(t) for t in text], dtype=np.int64)
-        else:
-            if (text == "").any():
-                raise InputError(f"labels in {str(path)!r}: row {int(np.argmax(text == ''))} is empty")
-            classes, y = np.unique(text, return_inverse=True)
-            return Labels(y.astype(np.int64), [str(c) for c in classes])
-    if len(y) and y.min() < 0:
-        raise InputError(f"labels in {str(path)!r} must be >= 0; row {int(np.argmin(y))} has {int(y.min())}")
-    return Labels(y, None)
+def _whole_numbers(values: np.ndarray, path: Path) -> np.ndarray:
+    """Float labels as int64 class indices (a table column with a blank cell is float)."""
+    if values.dtype.kind != "f":
+        return values
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InputError(f"labels in {str(path)!r}: row {int(np.argmax(bad))} is blank or NaN; "
+                         f"a missing label is not a class: remove the row or give it a label")
+    if not np.all(values == np.round(values)):
+        row = int(np.argmax(values != np.round(values)))
+        raise InputError(f"labels in {str(path)!r} must be whole numbers (class indices) or names; "
+                         f"row {row} has {values[row]}")
+    return values.astype(np.int64)
 
 
-def _is_int(text: str) -> bool:
+def read_table(path: PathLike, header: Optional[bool] = None):
+    """A ``.csv`` / ``.tsv`` / ``.parquet`` file as a pandas DataFrame.
+
+    ``header``: whether the first row of a CSV/TSV names the columns. Default: it does unless
+    every cell of it is a number (a file of bare class indices has no header); a one-column
+    file of class names therefore needs a header row, or ``header=False``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
     try:
-        int(text)
+        import pandas as pd
+    except ImportError as e:
+        need = "pandas with pyarrow: pip install pandas pyarrow" if suffix == ".parquet" else "pandas: pip install pandas"
+        raise InputError(f"reading the table {str(path)!r} needs {need} (or pip install 'divaext[cli]')") from e
+    try:
+        if suffix == ".parquet":
+            try:
+                return pd.read_parquet(path)
+            except ImportError as e:
+                raise InputError(f"reading Parquet labels ({str(path)!r}) needs pandas with pyarrow: "
+                                 f"pip install pandas pyarrow ({e})") from e
+        sep = "\t" if suffix == ".tsv" else ","
+        if header is None:
+            first = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+            header = not all(_is_number(c) for c in first.iloc[0])
+        # blank lines are read as missing labels (an error), not skipped: skipping one would
+        # shift every later label onto the wrong row; blank lines at the very end are dropped
+        frame = pd.read_csv(path, sep=sep, header=0 if header else None, skipinitialspace=True,
+                            skip_blank_lines=False)
+        filled = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
+        return frame.iloc[:filled[-1] + 1 if len(filled) else 0]
+    except InputError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise InputError(f"labels file {str(path)!r} is empty") from None
+    except Exception as e:  # unreadable, corrupt or not a table
+        raise InputError(f"cannot read labels file {str(path)!r}: {type(e).__name__}: {e}") from e
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
     except ValueError:
         return False
     return True
@@ -187,63 +234,14 @@ def _choose_column(names: List[str], column: Optional[str], path: Path) -> int:
         if len(names) == 1:
             return 0
         for i, name in enumerate(names):
-            if name.strip().lower() in LABEL_KEYS:
+            if name.strip().lower() in LABEL_COLUMNS:
                 return i
         raise InputError(f"labels file {str(path)!r} has columns {names}; choose one with the column option")
     if column in names:
         return names.index(column)
-    if _is_int(column) and 0 <= int(column) < len(names):
+    if column.strip().isdigit() and int(column) < len(names):
         return int(column)
     raise InputError(f"labels file {str(path)!r} has no column {column!r}; it has {names}")
-
-
-def _read_table_column(path: Path, column: Optional[str], suffix: str) -> np.ndarray:
-    if suffix == ".parquet":
-        return _read_parquet_column(path, column)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"cannot read labels file {str(path)!r}: {e}") from e
-    if not rows:
-        raise InputError(f"labels file {str(path)!r} is empty")
-    # The first row is a header when it names the requested column, when it is text above
-    # numeric data rows, or when it has a label-like name ("label", "y", …) that does not
-    # recur further down its column (a class may be called "y" too). Otherwise it is data.
-    first = [c.strip() for c in rows[0]]
-
-    def recurs(j: int) -> bool:
-        return any(len(r) > j and r[j].strip() == first[j] for r in rows[1:])
-
-    has_header = (
-        (column is not None and column in first)
-        or any(c.lower() in LABEL_KEYS and not recurs(j) for j, c in enumerate(first))
-        or (len(rows) > 1 and len(rows[1]) == len(first) and any(not _is_int(c) for c in first)
-            and all(_is_int(c.strip()) for c in rows[1])))
-    names = first if has_header else [str(i) for i in range(len(first))]
-    idx = _choose_column(names, column, path)
-    body = rows[1:] if has_header else rows
-    values = []
-    for r, row in enumerate(body):
-        if idx >= len(row):
-            raise InputError(f"labels file {str(path)!r}: data row {r} has {len(row)} cells, expected column {idx}")
-        values.append(row[idx])
-    return np.asarray(values)
-
-
-def _read_parquet_column(path: Path, column: Optional[str]) -> np.ndarray:
-    try:
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
-    except ImportError as e:
-        raise InputError(
-            f"reading Parquet labels ({str(path)!r}) needs pandas with pyarrow: "
-            f"pip install pandas pyarrow ({e})") from e
-    except Exception as e:
-        raise InputError(f"cannot read labels file {str(path)!r}: {type(e).__name__}: {e}") from e
-    names = [str(c) for c in frame.columns]
-    return frame.iloc[:, _choose_column(names, column, path)].to_numpy()
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,52 +299,76 @@ class StagedOutputs:
             self.discard()
 
 
-def check_table_path(path: PathLike, what: str = "output") -> str:
-    """The lower-case extension of a CSV/JSON output path, or InputError before any work."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise InputError(f"{what} file {os.fspath(path)!r}: unsupported extension {suffix or '(none)'!r}; "
-                         f"use .csv or .json")
-    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+def check_output_path(path: PathLike, suffixes: Optional[Sequence[str]] = OUTPUT_SUFFIXES,
+                      what: str = "output") -> str:
+    """The lower-case extension of an output path, or InputError before any work: a wrong
+    extension, a parent that is missing or is a file, a directory given as the file, or a
+    directory we cannot create files in (tried by creating and removing a temporary file)."""
+    text = os.fspath(path)
+    suffix = Path(text).suffix.lower()
+    if suffixes is not None and suffix not in suffixes:
+        raise InputError(f"{what} file {text!r}: unsupported extension {suffix or '(none)'!r}; "
+                         f"use {', '.join(suffixes[:-1])} or {suffixes[-1]}")
+    final = os.path.abspath(text)
+    directory = os.path.dirname(final)
+    parent = next((p for p in [directory, *Path(directory).parents] if os.path.exists(p)), "/")
+    if not os.path.isdir(parent):
+        raise InputError(f"{what} file {text!r}: {str(parent)!r} is a file, not a directory")
     if not os.path.isdir(directory):
         raise InputError(f"{what} directory {directory!r} does not exist")
+    if os.path.isdir(final):
+        raise InputError(f"{what} path {text!r} is a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".divaext-probe.")
+    except OSError as e:
+        raise InputError(f"cannot write {what} file {text!r}: directory {directory!r}: {e.strerror}") from None
+    os.close(fd)
+    os.remove(probe)
     return suffix
 
 
+def settings_path(path: PathLike) -> str:
+    """Where the settings of a CSV/TSV result go: ``scores.csv`` → ``scores.csv.meta.json``
+    (a JSON result holds them itself)."""
+    return os.fspath(path) + ".meta.json"
+
+
 def _plain(v):
-    """numpy / torch scalars → Python scalars for csv and json."""
-    if hasattr(v, "item"):
+    """numpy / torch values → JSON values (lists stay lists; NaN/Inf → null, as strict JSON has none)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
         v = v.item()
+    if hasattr(v, "tolist"):
+        return _plain(v.tolist())
     if isinstance(v, float):
         if v != v or v in (float("inf"), float("-inf")):
-            return None  # strict JSON has no NaN/Inf; CSV shows an empty cell
+            return None
         return float(f"{v:.9g}")  # float32 values: 9 significant digits round-trip
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
     return v
 
 
-def write_table(path: PathLike, columns: Dict[str, Iterable], meta: Optional[dict] = None) -> None:
-    """Write equal-length ``columns`` to ``path`` (CSV with a header, or JSON by extension).
+def write_table(out: "StagedOutputs", path: PathLike, columns: Dict[str, Iterable], meta: dict) -> None:
+    """Stage the equal-length ``columns`` as ``path`` (CSV/TSV with a header row, or JSON, by
+    extension) with ``meta`` (the settings used and summary numbers): inside a JSON result as
+    ``{"meta": meta, "rows": [{column: value, ...}, ...]}``, next to a CSV/TSV one in
+    :func:`settings_path`."""
+    import pandas as pd
 
-    JSON holds ``{"meta": meta, "rows": [{column: value, ...}, ...]}``; CSV holds the rows
-    only (``meta`` is for the reader of the JSON). Writes straight to ``path``: call it on a
-    path from :meth:`StagedOutputs.path`.
-    """
-    cols = {name: [_plain(v) for v in values] for name, values in columns.items()}
-    lengths = {len(v) for v in cols.values()}
-    if len(lengths) > 1:
-        raise ValueError(f"write_table: columns have different lengths {sorted(lengths)}")
-    n = lengths.pop() if lengths else 0
-    names = list(cols)
-    # the extension of the *final* path decides; a staged temp path keeps it (…tmp.csv)
-    if str(path).lower().endswith(".json"):
-        rows = [{name: cols[name][i] for name in names} for i in range(n)]
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump({"meta": {k: _plain(v) for k, v in (meta or {}).items()}, "rows": rows}, f, indent=1,
-                      allow_nan=False)
+    frame = pd.DataFrame({name: np.asarray(values) for name, values in columns.items()})
+    meta = _plain(meta)
+    suffix = Path(os.fspath(path)).suffix.lower()
+    if suffix == ".json":
+        rows = json.loads(frame.to_json(orient="records", double_precision=15))
+        with open(out.path(path), "w", encoding="utf-8") as f:
+            json.dump({"meta": meta, "rows": _plain(rows)}, f, indent=1, allow_nan=False)
             f.write("\n")
-    else:
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(names)
-            for i in range(n):
-                w.writerow([cols[name][i] for name in names])
+        return
+    frame.to_csv(out.path(path), sep="\t" if suffix == ".tsv" else ",", index=False, float_format="%.9g")
+    with open(out.path(settings_path(path)), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1, allow_nan=False)
+        f.write("\n")

