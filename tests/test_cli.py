@@ -68,13 +68,15 @@ def test_detect_csv_matches_library(data, capsys):
                            "-o", d / "scores.csv", "--no-progress"], capsys)
     assert code == 0, err
     rows = _read_csv(d / "scores.csv")
-    assert list(rows[0]) == ["index", "label", "score", "grad", "detrimental"]
+    assert list(rows[0]) == ["index", "label", "score", "grad", "detrimental", "label_quality", "predicted_label",
+                             "predicted_prob"]
     assert len(rows) == N
     ref = detect(torch.from_numpy(x), torch.from_numpy(noisy), lam=0.5, loss="ce")
     np.testing.assert_allclose([float(r["score"]) for r in rows], ref.scores.numpy(), rtol=1e-5, atol=1e-7)
     assert [int(r["detrimental"]) for r in rows] == ref.detrimental.int().tolist()
     assert [int(r["label"]) for r in rows] == noisy.tolist()
-    assert f"{int(ref.detrimental.sum())} of {N} samples detrimental" in out
+    np.testing.assert_allclose([float(r["label_quality"]) for r in rows], ref.label_quality.numpy(), rtol=1e-5)
+    assert f"{int(ref.detrimental.sum())} of {N} samples flagged (the automatic count; {ref.num_issues} labels" in out
 
 
 def test_detect_json_with_true_labels_and_plot(data, capsys):
@@ -85,7 +87,8 @@ def test_detect_json_with_true_labels_and_plot(data, capsys):
     assert code == 0, err
     doc = json.loads((d / "scores.json").read_text())
     meta, rows = doc["meta"], doc["rows"]
-    assert meta["command"] == "detect" and meta["eps"] == 0.1 and meta["lam"] > 0  # "loo" resolved
+    assert meta["command"] == "detect" and meta["threshold"] == "eps" and meta["cut"] == 0.1
+    assert meta["lam"] == pytest.approx(3 * meta["lam_model"]) and meta["lam_model"] > 0  # "loo" resolved, ×3
     assert len(rows) == N and sum(r["mislabeled"] for r in rows) == 9
     assert all(r["detrimental"] == int(r["score"] > 0.1) for r in rows)
     assert 0.9 <= meta["auc"] <= 1.0  # 9 clearly wrong labels among separated blobs
@@ -136,8 +139,9 @@ def test_label_formats_give_same_scores(data, capsys, fmt):
     got, ref = _read_csv(d / "got.csv"), _read_csv(d / "ref.csv")
     if fmt.endswith("-names"):  # class names come back as names
         assert [r["label"] for r in got] == [["ant", "bee", "cat"][c] for c in noisy]
+        assert [r["predicted_label"] for r in got] == [["ant", "bee", "cat"][int(r["predicted_label"])] for r in ref]
         for r in got + ref:
-            del r["label"]
+            del r["label"], r["predicted_label"]
     assert got == ref
 
 
@@ -251,7 +255,7 @@ def test_parquet_without_pandas_is_a_clear_error(tmp_path, monkeypatch, capsys):
 def test_reweight_writes_weights_and_loss_plot(data, capsys):
     pytest.importorskip("matplotlib")
     d, *_ = data
-    code, out, err = _run(["reweight", d / "x.npy", d / "y.npy", "--steps", "3", "--step-size", "2",
+    code, out, err = _run(["reweight", d / "x.npy", d / "y.npy", "--select", "none", "--steps", "3", "--step-size", "2",
                            "--loss", "ce", "-o", d / "w.json", "--plot", d / "loss.svg", "--no-progress"], capsys)
     assert code == 0, err
     doc = json.loads((d / "w.json").read_text())
@@ -391,9 +395,10 @@ def test_id_column_settings_and_sort(data, capsys):
     assert scores == sorted(scores, reverse=True)  # most detrimental first
     assert all(r["id"] == ids[int(r["index"])] for r in rows)  # ids travel with their rows
     meta = json.loads((d / "s.csv.meta.json").read_text())
-    assert meta["lam"] == 0.5 and meta["loss"] == "ce" and meta["eps"] == 0.0
+    assert meta["lam"] == 0.5 and meta["loss"] == "ce" and meta["threshold"] == "auto" and meta["intercept"]
     assert meta["options"]["id_column"] == "id" and meta["version"] == __import__("divaext").__version__
     code, _, err = _run(["reweight", d / "x.npy", d / "l.csv", "--id-column", "id", "--lam", "0.5", "--sort",
+                         "--select", "none", "--steps", "2",
                          "-o", d / "w.json", "--no-progress"], capsys)
     assert code == 0, err
     doc = json.loads((d / "w.json").read_text())

@@ -103,6 +103,8 @@ def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional
     m = p.add_argument_group("model")
     m.add_argument("--lam", type=_lam, default="loo", metavar="LAM",
                    help="ridge strength > 0, or 'loo' to choose it by leave-one-out error (default)")
+    m.add_argument("--no-intercept", dest="intercept", action="store_false",
+                   help="do not append the constant feature (the model's intercept; default: append it)")
     m.add_argument("--loss", choices=LOSSES, default=None,
                    help=f"loss on the LOO (or validation) predictions (default: {loss_default})")
     m.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
@@ -133,16 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"divaext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("detect", help="score every sample; flag detrimental ones (score > eps)",
+    p = sub.add_parser("detect", help="score every sample; flag the likely mislabeled ones",
                        description="Per-sample DIVA score (normalised derivative of the LOO or "
-                                   "validation loss w.r.t. the sample's weight); samples with "
-                                   "score > eps are flagged as detrimental.")
+                                   "validation loss w.r.t. the sample's weight) and the calibrated "
+                                   "LOO label quality. By default as many samples are flagged as "
+                                   "confident learning estimates are mislabeled, highest score first.")
     p.add_argument("features", help="(n, d) features: .npy, .npz or .pt")
     p.add_argument("labels", help="(n,) labels: .npy, .npz, .pt, .csv, .tsv or .parquet")
     _common(p, output_help="scores file, .csv, .tsv or .json ([id,] index, label, score, grad, detrimental)",
             plot_help="histogram of the scores, flagged vs kept", loss_default=_default_loss("detect"),
             sort_help="rows by score, most detrimental first (default: input order)")
-    p.add_argument("--eps", type=_float, default=0.0, help="flag samples with score > eps (default 0)")
+    t = p.add_argument_group("flagging (default: the automatic count)").add_mutually_exclusive_group()
+    t.add_argument("--eps", type=_float, help="flag the samples with score > EPS instead (the paper: 0)")
+    t.add_argument("--top-k", type=_positive_int, metavar="K", help="flag the K highest scores instead")
+    p.add_argument("--lam-factor", type=_positive_float, metavar="F",
+                   help="take the derivative at F × λ (default: 3 with --lam loo, else 1)")
     p.add_argument("--true-labels", metavar="PATH",
                    help="known clean labels (same format as labels): the histogram then splits "
                         "clean vs mislabeled, and detection AUC/F1 are printed")
@@ -154,10 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("features")
     p.add_argument("labels")
     _common(p, output_help="weights file, .csv, .tsv or .json ([id,] index, label, weight)",
-            plot_help="LOO loss per step", loss_default=_default_loss("reweight"),
+            plot_help="LOO loss per step", loss_default="chosen with --select auto, ce with --select none",
             sort_help="rows by weight, lowest first (default: input order)")
-    p.add_argument("--steps", type=_positive_int, default=2, help="gradient steps (default 2)")
-    p.add_argument("--step-size", type=_positive_float, help="step size (default: the library's)")
+    p.add_argument("--select", choices=("auto", "none"), default="auto",
+                   help="auto (default): choose loss, steps and step size by K-fold held-out accuracy "
+                        "and keep uniform weights unless a recipe beats them; none: apply the recipe as given")
+    p.add_argument("--steps", type=_positive_int, help="gradient steps (default: chosen, or 2 with --select none)")
+    p.add_argument("--step-size", type=_positive_float, help="step size (default: chosen, or 1 with --select none)")
+    p.add_argument("--folds", type=_positive_int, default=5, help="folds of the held-out check (default 5)")
     _validation(p)
 
     p = sub.add_parser("extend", help="select pool samples that lower the core's LOO loss",
@@ -252,12 +263,9 @@ def _ids(lab: dio.Labels, rows=None) -> dict:
     return {lab.id_name: lab.ids if rows is None else lab.ids[rows]}
 
 
-def _resolve_lam(args, x, y, weights=None) -> float:
-    if args.lam != "loo":
-        return float(args.lam)
-    from .workflows import select_lambda
-
-    return float(select_lambda(x, y, weights, num_classes=args.num_classes).lam)
+def _lam_arg(args):
+    """--lam as the workflows take it: a number, or "auto" for 'loo'."""
+    return "auto" if args.lam == "loo" else float(args.lam)
 
 
 def _optional_val(args, d_features: int):
@@ -313,12 +321,11 @@ def _settings(args, **resolved) -> dict:
 
 def _metrics(scores, flagged, mislabeled) -> dict:
     """Detection quality against known noise: ROC AUC of the scores (None when only one kind
-    of sample is present), precision / recall / F1 of the flagged set (scikit-learn)."""
-    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+    of sample is present), precision / recall / F1 of the flagged set."""
+    from .evaluation import detection_metrics
 
-    auc = roc_auc_score(mislabeled, scores) if 0 < mislabeled.sum() < len(mislabeled) else None
-    p, r, f1, _ = precision_recall_fscore_support(mislabeled, flagged, average="binary", zero_division=0)
-    return {"auc": auc, "f1": float(f1), "precision": float(p), "recall": float(r)}
+    m = detection_metrics(scores, flagged, mislabeled)
+    return {"auc": None if math.isnan(m.auc) else m.auc, "f1": m.f1, "precision": m.precision, "recall": m.recall}
 
 
 def _sorted(columns: dict, key: np.ndarray) -> dict:
@@ -346,15 +353,20 @@ def cmd_detect(args) -> None:
         if len(true_y) != len(y):
             raise dio.InputError(f"--true-labels has {len(true_y)} labels but the features have {len(y)} rows")
     val = _optional_val(args, x.shape[1])
-    lam = _resolve_lam(args, x, y)
     t0 = time.perf_counter()
-    res = detect(x, y, lam=lam, loss=args.loss, eps=args.eps, num_classes=args.num_classes, **val)
+    res = detect(x, y, lam=_lam_arg(args), lam_factor=args.lam_factor, intercept=args.intercept, loss=args.loss,
+                 eps=args.eps, top_k=args.top_k, num_classes=args.num_classes, **val)
     seconds = time.perf_counter() - t0
     scores, flagged, labels = _np(res.scores), _np(res.detrimental).astype(bool), _np(y)
-    meta = {**_settings(args, lam=lam, loss=args.loss, eps=args.eps), "loss_value": float(res.loss),
+    lam = res.settings["lam"]
+    meta = {**_settings(args, **res.settings), "num_issues": res.num_issues, "loss_value": float(res.loss),
             "n": len(labels), "n_detrimental": int(flagged.sum()), "seconds": seconds}
     columns = {**_ids(lab), "index": np.arange(len(labels)), "label": args.classes.show(labels), "score": scores,
                "grad": _np(res.grad), "detrimental": flagged.astype(int)}
+    if res.label_quality is not None:
+        columns.update(label_quality=_np(res.label_quality),
+                       predicted_label=args.classes.show(_np(res.predicted_label)),
+                       predicted_prob=_np(res.predicted_prob))
     mislabeled = None
     if true_y is not None:
         mislabeled = true_y != labels
@@ -368,8 +380,10 @@ def cmd_detect(args) -> None:
             from . import plots
 
             plots.score_histogram(scores, out.path(args.plot), flagged=flagged, mislabeled=mislabeled,
-                                  eps=args.eps, title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
-    print(f"detect: {meta['n_detrimental']} of {meta['n']} samples detrimental (score > {args.eps:g}); "
+                                  eps=res.threshold, title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
+    rule = {"auto": f"the automatic count; {res.num_issues} labels estimated wrong",
+            "eps": f"score > {res.threshold:g}", "top_k": f"the {args.top_k} highest scores"}[res.settings["threshold"]]
+    print(f"detect: {meta['n_detrimental']} of {meta['n']} samples flagged ({rule}); "
           f"λ={lam:.4g}, {args.loss} loss {meta['loss_value']:.4f}, {seconds:.2f} s")
     if true_y is not None:
         auc = "n/a" if meta["auc"] is None else f"{meta['auc']:.3f}"
@@ -381,19 +395,18 @@ def cmd_detect(args) -> None:
 def cmd_reweight(args) -> None:
     from .workflows import reweight
 
-    args.loss = args.loss or _default_loss("reweight")
     _check_outputs(args)
     x, y, lab = _load_xy(args, args.features, args.labels, "reweight")
     val = _optional_val(args, x.shape[1])
-    lam = _resolve_lam(args, x, y)
-    kwargs = {} if args.step_size is None else {"step_size": args.step_size}
     t0 = time.perf_counter()
-    res = reweight(x, y, lam=lam, loss=args.loss, steps=args.steps, num_classes=args.num_classes,
-                   progress=not args.no_progress, **kwargs, **val)
+    res = reweight(x, y, lam=_lam_arg(args), intercept=args.intercept, select=None if args.select == "none" else "auto",
+                   loss=args.loss, steps=args.steps, step_size=args.step_size, folds=args.folds,
+                   num_classes=args.num_classes, progress=not args.no_progress, **val)
     seconds = time.perf_counter() - t0
     weights, labels = _np(res.weights), _np(y)
     losses = [float(v) for v in res.losses]
-    meta = {**_settings(args, lam=lam, loss=args.loss, steps=args.steps, step_size=args.step_size),
+    lam, args.loss = res.lam, res.settings["loss"]
+    meta = {**_settings(args, **res.settings, lam_refit=res.lam), "note": res.note, "evidence": res.evidence,
             "losses": losses, "n": len(labels), "n_zero_weight": int((weights == 0).sum()), "seconds": seconds}
     columns = {**_ids(lab), "index": np.arange(len(labels)), "label": args.classes.show(labels), "weight": weights}
     if args.sort:
@@ -404,8 +417,9 @@ def cmd_reweight(args) -> None:
             from . import plots
 
             plots.loss_curve(losses, out.path(args.plot), ylabel=f"{'validation' if val else 'LOO'} {args.loss} loss")
-    print(f"reweight: {args.steps} step(s), λ={lam:.4g}, loss " + " → ".join(f"{v:.4f}" for v in losses)
-          + f"; {meta['n_zero_weight']} of {len(labels)} weights at 0; {seconds:.2f} s")
+    print(f"reweight: {res.note or 'applied the recipe as given'}; λ={lam:.4g}, loss "
+          + " → ".join(f"{v:.4f}" for v in losses) + f"; {meta['n_zero_weight']} of {len(labels)} weights at 0; "
+          f"{seconds:.2f} s")
     _print_written(args)
 
 
@@ -426,10 +440,10 @@ def cmd_extend(args) -> None:
         if test[0].shape[1] != xc.shape[1]:
             raise dio.InputError(f"test features have {test[0].shape[1]} columns but core features have {xc.shape[1]}")
     k = args.num_classes or int(max(int(yc.max()), int(yp.max()))) + 1
-    lam = _resolve_lam(args, xc, yc)
+    lam = _model_lam(args, xc, yc, k)
     t0 = time.perf_counter()
-    res = extend(xc, yc, xp, yp, lam=lam, loss=args.loss, batch_size=args.batch_size, budget=args.budget,
-                 num_classes=k, progress=not args.no_progress)
+    res = extend(xc, yc, xp, yp, lam=lam, intercept=args.intercept, loss=args.loss, batch_size=args.batch_size,
+                 budget=args.budget, num_classes=k, progress=not args.no_progress)
     seconds = time.perf_counter() - t0
     order = _np(res.order).astype(np.int64)
     rounds = _round_of_each(res.rounds, len(order))
@@ -438,7 +452,7 @@ def cmd_extend(args) -> None:
             "n_selected": len(order), "rounds": len(res.rounds), "losses": losses, "seconds": seconds}
     curve = None
     if test is not None:
-        curve = _error_curve(xc, yc, xp, yp, order, test, lam, k, args.seed, not args.no_progress)
+        curve = _error_curve(xc, yc, xp, yp, order, test, lam, k, args.seed, not args.no_progress, args.intercept)
         meta["test_error_core"] = curve["errors"]["DIVA"][0]
         meta["test_error_selected"] = curve["errors"]["DIVA"][-1]
     columns = {"rank": np.arange(len(order)), "pool_index": order, **_ids(pool_lab, order),
@@ -462,6 +476,13 @@ def cmd_extend(args) -> None:
     _print_written(args)
 
 
+def _model_lam(args, x, y, k) -> float:
+    """The model's λ as the workflows choose it (on x with the intercept column, if any)."""
+    from .workflows._common import model_lam, with_intercept
+
+    return model_lam(_lam_arg(args), with_intercept(x, args.intercept), y, None, k)
+
+
 def _round_of_each(rounds: Sequence[int], n: int) -> np.ndarray:
     """(n,) 1-based round in which each selected sample was added; ``rounds`` are the
     cumulative selection counts of ExtendResult (rounds[0] = 0, the core alone)."""
@@ -471,7 +492,7 @@ def _round_of_each(rounds: Sequence[int], n: int) -> np.ndarray:
     return out
 
 
-def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress) -> dict:
+def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress, args_intercept=True) -> dict:
     """Test error of the ridge classifier (fixed λ) on core + the first m selected pool
     samples, for up to 20 values of m, for the DIVA order and for one random order."""
     from .estimator import RidgeClassifier
@@ -485,7 +506,7 @@ def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress) -> dict:
     for m in _progress(counts, len(counts), progress, "test error curve"):
         for name, o in orders.items():
             idx = torch.as_tensor(o[:m], device=xp.device)
-            clf = RidgeClassifier(lam=lam, num_classes=k).fit(torch.cat([xc, xp[idx]]), torch.cat([yc, yp[idx]]))
+            clf = RidgeClassifier(lam=lam, fit_intercept=args_intercept, num_classes=k).fit(torch.cat([xc, xp[idx]]), torch.cat([yc, yp[idx]]))
             errors[name].append(1.0 - float(clf.score(xt, yt)))
     return {"counts": {name: counts for name in orders}, "errors": errors}
 

@@ -48,7 +48,8 @@ def score_histogram(scores, path, *, flagged=None, mislabeled=None, eps: float =
                     title: str = "DIVA scores") -> None:
     """Histogram of (n,) ``scores`` split into two groups: ``mislabeled`` vs clean when the
     (n,) bool noise mask is known, else ``flagged`` (n,) bool vs kept. A dashed line marks
-    ``eps``, the detection threshold (score > eps → detrimental)."""
+    ``eps``, the cut that was applied (score > eps → flagged; no line when it is infinite,
+    i.e. nothing or everything positive was flagged)."""
     plt = require_matplotlib()
     scores = np.asarray(scores, dtype=np.float64)
     if mislabeled is not None:
@@ -60,7 +61,9 @@ def score_histogram(scores, path, *, flagged=None, mislabeled=None, eps: float =
     # Scores are heavy-tailed (a few samples dominate); clip the view to the 0.5–99.5 %
     # quantiles so the bulk is readable, and say so on the axis.
     lo, hi = np.quantile(scores, [0.005, 0.995]) if scores.size else (0.0, 1.0)
-    lo, hi = min(lo, eps), max(hi, eps)
+    cut = np.isfinite(eps)
+    if cut:
+        lo, hi = min(lo, eps), max(hi, eps)
     bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 60)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ax.hist(np.clip(scores[~mask], lo, hi), bins=bins, alpha=0.6, label=f"{names[0]} ({int((~mask).sum())})",
@@ -68,8 +71,9 @@ def score_histogram(scores, path, *, flagged=None, mislabeled=None, eps: float =
     if mask.any():
         ax.hist(np.clip(scores[mask], lo, hi), bins=bins, alpha=0.6, label=f"{names[1]} ({int(mask.sum())})",
                 color="tab:red")
-    ax.axvline(eps, color="k", linestyle="--", linewidth=1, label=f"ε = {eps:g}")
-    ax.set_xlabel("DIVA score (> ε: detrimental; view clipped to 0.5–99.5 % quantiles)")
+    if cut:
+        ax.axvline(eps, color="k", linestyle="--", linewidth=1, label=f"cut = {eps:.3g}")
+    ax.set_xlabel("DIVA score (> cut: flagged; view clipped to 0.5–99.5 % quantiles)")
     ax.set_ylabel("samples")
     ax.set_title(title)
     ax.legend()

@@ -47,12 +47,14 @@ def fit_temperature(f: torch.Tensor, y: torch.Tensor, group=None) -> float:
 
     f: (n, k) LOO predictions; y: (n,) int64 labels (a shard's rows when ``group`` is set).
     Returns ``inf`` (uniform probabilities) when the predictions carry no information about
-    the labels (the NLL's minimum is at β = 1/T ≤ 0).
+    the labels: the NLL does not decrease from β = 1/T = 0, where it equals log k.
     """
     f, y = f.double(), y.long()
+    if float(C.global_sum_vec(_nll_terms(f, y, 0.0), group)[1]) >= 0:
+        return math.inf
     # Start at β = 1 / (typical spread of f): a softmax temperature on the outputs' own scale.
-    spread = C.global_sum((f.max(1).values - f.min(1).values), group) / max(C.global_sum(
-        torch.ones(f.shape[0], dtype=torch.float64, device=f.device), group).item(), 1.0)
+    n = C.global_sum_vec(torch.tensor([float(f.shape[0])], dtype=torch.float64, device=f.device), group)
+    spread = C.global_sum((f.max(1).values - f.min(1).values), group) / n.clamp_min(1)
     beta = 1.0 / max(float(spread), 1e-12)
     val = C.global_sum_vec(_nll_terms(f, y, beta), group)
     for _ in range(_NEWTON_STEPS):
@@ -69,8 +71,6 @@ def fit_temperature(f: torch.Tensor, y: torch.Tensor, group=None) -> float:
         if nb == beta:
             break
         beta, val = nb, new
-        if beta == 0.0:
-            break
     return math.inf if beta <= 0 else 1.0 / beta
 
 
