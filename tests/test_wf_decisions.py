@@ -216,3 +216,30 @@ def test_reweight_auto_with_a_validation_set_and_fixed_parts():
     res = reweight(train.x, train.y, loss="ce", steps=2, val_features=val.x, val_labels=val.y)
     assert "on the validation set" in res.note
     assert {(e["loss"], e["steps"]) for e in res.evidence} == {("ce", 2)}  # only what was left open
+
+
+# ---------------------------------------------------------------------------------------
+# class names of any type, and tables out
+
+
+def test_workflows_take_class_names_and_give_them_back():
+    pd = pytest.importorskip("pandas")
+    data = blobs(200, flip=0.1, seed=16)
+    names = np.array(["ant", "bee", "cat", "dog"])[data.y.numpy()]
+    by_name = detect(data.x, pd.Series(names))
+    by_index = detect(data.x, data.y)
+    torch.testing.assert_close(by_name.scores, by_index.scores)
+    assert list(by_name.classes) == ["ant", "bee", "cat", "dog"]
+    df = by_name.to_dataframe()
+    i = int(df["id"].iloc[0])
+    assert df["predicted_label"].iloc[0] == ["ant", "bee", "cat", "dog"][int(by_index.predicted_label[i])]
+    assert list(loo_pred_probs(data.x, list(names)).classes) == ["ant", "bee", "cat", "dog"]
+    rw = reweight(data.x, names, select=None, loss="ce")
+    torch.testing.assert_close(rw.weights, reweight(data.x, data.y, select=None, loss="ce").weights)
+    assert list(rw.to_dataframe()["weight"]) == sorted(rw.weights.tolist())
+    ext = divaext.extend(data.x[:100], names[:100], data.x[100:], names[100:], budget=10)
+    ref = divaext.extend(data.x[:100], data.y[:100], data.x[100:], data.y[100:], budget=10)
+    assert torch.equal(ext.order, ref.order)
+    table = ext.to_dataframe(ids=[f"p{i}" for i in range(100)])
+    assert list(table.columns) == ["rank", "pool_index", "round", "id"] and len(table) == len(ext.order)
+    assert (table["id"] == [f"p{i}" for i in table["pool_index"]]).all()

@@ -26,6 +26,21 @@ def features(x, name: str = "features", group=None) -> torch.Tensor:
     return x
 
 
+def encode(labels, name: str = "labels", classes=None, group=None):
+    """(labels, classes): class labels of any type (strings, …) as int64 codes with their
+    names (:func:`divaext.labels.encode_labels`); tensors, class indices and float targets
+    pass through with ``classes`` None (or the given ``classes``)."""
+    if isinstance(labels, torch.Tensor) and classes is None:
+        return labels, None
+    from ..labels import encode_labels
+
+    codes, names = encode_labels(labels, classes=classes, name=name)
+    if names is not None and group is not None:
+        raise ValueError(f"divaext: {name} are class names; on row shards every rank must map them to the same "
+                         "indices: encode them once with divaext.labels.encode_labels and pass the codes")
+    return codes, names
+
+
 def labels_like(labels, x: torch.Tensor, name: str = "labels") -> torch.Tensor:
     """labels as a tensor on x's device; float (n, k) targets are cast to x's dtype."""
     y = V.as_tensor(labels, name).to(x.device)

@@ -49,15 +49,18 @@ class DetectResult(NamedTuple):
     num_issues: Optional[int] = None
     threshold: float = 0.0
     settings: Optional[dict] = None
+    classes: Optional[object] = None  # the class names when the labels were names (strings, …)
 
     def to_dataframe(self, ids=None, classes=None):
         """A pandas DataFrame, one row per sample, worst first (flagged, then by score).
 
         ``ids``: optional (n,) identifiers (a column ``id``; default the row index);
-        ``classes``: optional names of the class indices, for ``predicted_label``.
+        ``classes``: names of the class indices for ``predicted_label`` (default: the names
+        of the labels given to :func:`detect`, if they were names).
         """
         import pandas as pd
 
+        classes = self.classes if classes is None else classes
         n = self.scores.shape[0]
         cols = {"id": list(ids) if ids is not None else list(range(n)), "score": self.scores.numpy(),
                 "detrimental": self.detrimental.numpy()}
@@ -102,7 +105,8 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
 
     Args:
         features: (n, d) float32/float64 tensor or array, on CPU or CUDA.
-        labels: (n,) integer class indices or (n, k) float targets.
+        labels: (n,) class labels — indices, or names of any type (strings, …; mapped as
+            :mod:`divaext.labels` does, ``classes`` of the result) — or (n, k) float targets.
         weights: (n,) non-negative sample weights (default ones).
         lam: ridge strength of the model > 0, or ``"auto"`` (default): the λ of the lowest LOO
             error (:func:`divaext.select_lambda`).
@@ -119,6 +123,9 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     """
     group = D.resolve_group(group)
     rule, cut_value = _rule(threshold, eps, top_k)
+    labels, classes = C.encode(labels, group=group)
+    if val_labels is not None:
+        val_labels, classes = C.encode(val_labels, "val_labels", classes, group)
 
     def prepare():
         x = C.features(features, group=group)
@@ -157,7 +164,7 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
                 "intercept": intercept, "threshold": rule, "cut": cut, "temperature": temperature}
     scores = C.cpu(scores)
     return DetectResult(scores, C.cpu(d.grad), scores > cut, loss_value, quality, pred, pred_p, num_issues,
-                        cut, settings)
+                        cut, settings, classes)
 
 
 def _rule(threshold, eps, top_k):

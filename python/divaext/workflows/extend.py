@@ -27,6 +27,20 @@ class ExtendResult(NamedTuple):
     losses: List[float]
     rounds: List[int]
 
+    def to_dataframe(self, ids=None):
+        """A pandas DataFrame of the selected pool samples in selection order: ``rank``,
+        ``pool_index``, ``round`` (1-based) and, with ``ids`` (one per pool row), ``id``."""
+        import numpy as np
+        import pandas as pd
+
+        order = self.order.numpy()
+        per_round = np.diff(np.asarray(self.rounds, dtype=np.int64))
+        cols = {"rank": np.arange(len(order)), "pool_index": order,
+                "round": np.repeat(np.arange(1, len(per_round) + 1), per_round)}
+        if ids is not None:
+            cols["id"] = np.asarray(list(ids), dtype=object)[order]
+        return pd.DataFrame(cols)
+
 
 class LabelNameResult(NamedTuple):
     """:class:`ExtendResult` over the label-name rows, plus ``selected`` (r,) bool (which rows
@@ -79,6 +93,8 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
             1-based round, the int64 CPU indices added in it and the loss before it; a truthy
             return value stops the selection after that round.
     """
+    core_labels, classes = C.encode(core_labels, "core_labels")
+    pool_labels, classes = C.encode(pool_labels, "pool_labels", classes)
     xc = C.features(core_features, "core_features")
     xp = C.features(pool_features, "pool_features")
     V.check_same(xc, xp, "pool_features")

@@ -27,6 +27,7 @@ class LooProbs(NamedTuple):
     predictions: torch.Tensor
     temperature: float
     lam: float
+    classes: Optional[object] = None  # names of the columns when the labels were names
 
 
 def class_labels(y: torch.Tensor, name: str = "labels") -> torch.Tensor:
@@ -51,7 +52,8 @@ def loo_pred_probs(features, labels, weights=None, *, lam="auto", intercept: boo
 
     Args:
         features: (n, d) float32/float64 tensor or array, CPU or CUDA.
-        labels: (n,) integer class indices.
+        labels: (n,) class labels: indices, or names of any type (the columns are then the
+            sorted names, ``classes`` of the result).
         weights: (n,) non-negative sample weights (default ones).
         lam: ridge strength > 0, or ``"auto"`` (default): the λ of the lowest LOO error
             (:func:`divaext.select_lambda`).
@@ -67,6 +69,7 @@ def loo_pred_probs(features, labels, weights=None, *, lam="auto", intercept: boo
         issues = find_label_issues(labels, p, return_indices_ranked_by="self_confidence")
     """
     group = D.resolve_group(group)
+    labels, classes = C.encode(labels, group=group)
 
     def prepare():
         x = C.features(features, group=group)
@@ -79,4 +82,4 @@ def loo_pred_probs(features, labels, weights=None, *, lam="auto", intercept: boo
     k = C.num_classes_of(num_classes, y, group=group)
     lam_ = C.model_lam(lam, x, y, a, k, group)
     p, f, T = probs_on_device(x, y, a, lam_, k, group)
-    return LooProbs(C.cpu(p).to(x.dtype), C.cpu(f), T, lam_)
+    return LooProbs(C.cpu(p).to(x.dtype), C.cpu(f), T, lam_, classes)

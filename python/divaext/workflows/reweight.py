@@ -69,7 +69,8 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
 
     Args:
         features: (n, d) float32/float64 tensor or array, CPU or CUDA.
-        labels: (n,) integer class indices or (n, k) float targets (selection needs classes).
+        labels: (n,) class labels (indices or names of any type) or (n, k) float targets
+            (selection needs classes).
         weights: (n,) starting weights (default ones).
         lam: ridge strength > 0, or ``"auto"`` (default): chosen by LOO error, and chosen
             again with the new weights for the returned ``lam``.
@@ -85,6 +86,9 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
     from . import reweight_select as S
 
     group = D.resolve_group(group)
+    labels, classes = C.encode(labels, group=group)
+    if val_labels is not None:
+        val_labels, _ = C.encode(val_labels, "val_labels", classes, group)
     if select not in ("auto", None):
         raise ValueError(f"divaext: select must be 'auto' or None, got {select!r}")
     if select == "auto" and group is not None:
