@@ -32,4 +32,11 @@ inline void check_f64(const at::Tensor& t, const at::Tensor& x, const char* name
                     " but the features are on ", x.device());
 }
 
+// Cross-entropy reads the row's first output to start its running maximum: it needs k ≥ 1.
+inline void check_loss(int64_t kind, int64_t k) {
+  TORCH_CHECK_VALUE(kind >= 0 && kind <= 2, "divaext: unknown loss kind ", kind);
+  TORCH_CHECK_VALUE(kind == 0 || k >= 1, "divaext: loss kind ", kind,
+                    " (cross-entropy) needs at least one class column, got targets with k = ", k);
+}
+
 }  // namespace divaext

@@ -129,7 +129,7 @@ std::tuple<Tensor, Tensor> loss_grad(const Tensor& f, const Tensor& y, const Ten
   check_float_matrix(f, "predictions");
   check_like(y, f, "targets", f.sizes());
   check_like(w, f, "loss weights", {f.size(0)});
-  TORCH_CHECK_VALUE(kind >= 0 && kind <= 2, "divaext: unknown loss kind ", kind);
+  check_loss(kind, f.size(1));
   const auto fc = f.contiguous(), yc = y.contiguous(), wc = w.contiguous();
   auto g = at::empty_like(fc);
   auto rows = at::empty({f.size(0)}, detail::f64_on(f));
@@ -182,7 +182,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
   check_like(w, x, "loss weights", {n});
   check_f64(t, x, "t (inverse Cholesky factor)", {d, d});
   check_f64(v, x, "v (whitened ridge weights)", {d, k});
-  TORCH_CHECK_VALUE(kind >= 0 && kind <= 2, "divaext: unknown loss kind ", kind);
+  check_loss(kind, k);
   const auto vv = v.to(x.scalar_type());
   const auto yc = y.contiguous(), ac = a.contiguous(), wc = w.contiguous();
   auto f = at::empty({n, k}, x.options());
@@ -252,6 +252,7 @@ Tensor vjp_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor&
 template <class K>
 Tensor val_rows(const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& p, int64_t block_rows) {
   check_float_matrix(x, "features");
+  TORCH_CHECK_VALUE(y.dim() == 2, "divaext: targets must be 2-D [n, k], got shape ", y.sizes());
   const int64_t n = x.size(0), d = x.size(1), k = y.size(1);
   check_like(y, x, "targets", {n, k});
   check_f64(w, x, "w (ridge weights)", {d, k});

@@ -324,3 +324,52 @@ def test_widen_pads_missing_classes():
     y = torch.eye(3)[[0, 2]]
     assert torch.equal(D.widen(y, 5), torch.cat([y, torch.zeros(2, 2)], 1))
     assert D.widen(y, None) is y
+
+
+# ---------------------------------------------------------------------------------------
+# a rank that skips the collective backward: an error naming it, not a hang (own process pair)
+
+
+def _backward_worker(rank, port, tmp):
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    os.environ["DIVAEXT_RANK_TIMEOUT_S"] = "3"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    x, y, a, *_ = _data()
+    s, e = _bounds(rank, SPLIT, N)
+    a = a[s:e].clone().requires_grad_()
+    out = {}
+    try:
+        f = divaext.loo_predictions(x[s:e], y[s:e], a, lam=0.7, group="default")
+        # lam differs per rank: refused on both ranks, naming the setting
+        try:
+            divaext.loo_derivative(x[s:e], y[s:e], lam=0.5 + 0.25 * rank, group="default")
+        except ValueError as err:
+            out["settings"] = str(err)
+        if rank == 0:  # rank 1 never calls backward
+            try:
+                f.sum().backward()
+            except RuntimeError as err:
+                out["backward"] = str(err)
+    except BaseException:  # noqa: BLE001
+        out["crash"] = traceback.format_exc()
+    torch.save(out, os.path.join(tmp, f"bw{rank}.pt"))
+    if rank == 1:
+        time.sleep(5)  # stays alive (not at a collective) past rank 0's timeout
+    dist.destroy_process_group()
+
+
+def test_settings_must_agree_and_a_missing_backward_rank_is_named(tmp_path):
+    ctx = mp.start_processes(_backward_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"the 2 ranks did not finish within {TIMEOUT_S} s (a collective hung)")
+    got = [torch.load(tmp_path / f"bw{r}.pt", weights_only=False) for r in range(WORLD)]
+    for r, res in enumerate(got):
+        assert "crash" not in res, f"rank {r} crashed:\n{res['crash']}"
+        assert re.search(r"ranks passed different lam \(rank 0: 0\.5, rank 1: 0\.75\)", res["settings"]), res
+    assert re.search(r"backward pass of loo_predictions: rank\(s\) 1 did not join within 3 s", got[0]["backward"]), got[0]

@@ -72,6 +72,11 @@ def check_features(x, name: str = "features") -> torch.Tensor:
     return x
 
 
+# Largest one-hot target matrix built from class indices without num_classes: 2^34 entries
+# (64 GiB in float32). Beyond that a label is an id, not a class index.
+_MAX_ONE_HOT = 1 << 34
+
+
 def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str = "labels") -> torch.Tensor:
     """int class indices (n,) -> one-hot (n, k) in x's dtype; float (n, k) targets pass through."""
     y = as_tensor(labels, name)
@@ -93,6 +98,12 @@ def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str
             raise ValueError(
                 f"divaext: {name} out of range: sample {bad} has label {int(y[bad])}, "
                 f"expected 0 <= label < {k}" + ("" if num_classes is None else " (num_classes)"))
+        if n * k > _MAX_ONE_HOT and (num_classes is None or k > n):
+            top = int(torch.argmax(y))
+            raise ValueError(
+                f"divaext: {name}: sample {top} has label {hi}, so the (n, k) one-hot targets would have "
+                f"{n} × {k} entries; class indices must be 0..k−1 with k the number of classes (map other "
+                "labels with divaext.labels.encode_labels)")
         # Scatter straight into x's dtype: F.one_hot would first build an int64 (n, k) copy.
         return torch.zeros(n, k, dtype=x.dtype, device=x.device).scatter_(1, y[:, None], 1.0)
     if y.dim() == 2:
@@ -102,6 +113,8 @@ def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str
             raise TypeError(f"divaext: {name} have dtype {y.dtype} but the features have {x.dtype}")
         if y.shape[0] != n:
             raise ValueError(f"divaext: {name} has {y.shape[0]} rows but features have {n} rows")
+        if y.shape[1] == 0:
+            raise ValueError(f"divaext: {name} has shape {tuple(y.shape)}: float targets need at least one column")
         if num_classes is not None and y.shape[1] != num_classes:
             raise ValueError(f"divaext: {name} has {y.shape[1]} columns but num_classes={num_classes}")
         if not bool(torch.isfinite(y).all()):

@@ -71,7 +71,8 @@ class _Factor(NamedTuple):
     v: torch.Tensor  # [d,k] tᵀ B (whitened ridge weights); W = t v
 
 
-def _factor(M: torch.Tensor, B: torch.Tensor, lam: float) -> _Factor:
+def _factor(M: torch.Tensor, B: torch.Tensor, lam: float, dtype: torch.dtype = torch.float64) -> _Factor:
+    """Cholesky factor of M + lam·I; ``dtype`` is that of the row passes, which use t."""
     d = M.shape[0]
     eye = torch.eye(d, dtype=M.dtype, device=M.device)
     L, info = torch.linalg.cholesky_ex(M + lam * eye)
@@ -80,6 +81,10 @@ def _factor(M: torch.Tensor, B: torch.Tensor, lam: float) -> _Factor:
             f"divaext: Xᵀ diag(weights) X + lam·I is not numerically positive definite "
             f"(lam={lam:g} is too small for the scale of the features); increase lam")
     t = torch.linalg.solve_triangular(L, eye, upper=False).T
+    if not (bool(torch.isfinite(t).all()) and bool(torch.isfinite(t.to(dtype)).all())):
+        raise ValueError(f"divaext: (Xᵀ diag(weights) X + lam·I)⁻¹ overflows {dtype} (lam={lam:g} is too small for "
+                         "the scale of the features, e.g. a feature column that is all zero); increase lam"
+                         + (" or use float64 features" if dtype != torch.float64 else ""))
     return _Factor(t.contiguous(), (t.T @ B).contiguous())
 
 
@@ -99,9 +104,17 @@ def _prepare(features, labels, weights, lam, num_classes, group=None):
 def _forward(x, y, a, lam, block, group=None):
     """Passes 1 and 2 → (factor, f [n,k], h [n])."""
     M, B = D.agree(group, ops.gram, x, a, y, block)  # raises on NaN/Inf features
-    fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam)
+    fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam, x.dtype)
     f, h = D.agree(group, ops.loo_rows, x, y, a, fac.t, fac.v, V.min_denominator(x.dtype), block)
+    D.agree(group, _check_finite, f, "LOO predictions", lam)
     return fac, f, h
+
+
+def _check_finite(t: torch.Tensor, what: str, lam: float) -> None:
+    """No output is returned non-finite: inputs were finite, so this is overflow or 0/0."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"divaext: the {what} are not finite in {t.dtype} (overflow at lam={lam:g}: the features' "
+                         "scale, lam or the weights are extreme); rescale the features or increase lam")
 
 
 def _backward(x, y, a, fac, f, h, g, block, group=None):
@@ -135,6 +148,7 @@ class _LooPredictions(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gf, _gh):
         x, y, a, f, h, t, v = ctx.saved_tensors
+        D.await_ranks(ctx.group, "the backward pass of loo_predictions")
         grad = None
         if ctx.needs_input_grad[2] and gf is not None:
             grad = _backward(x, y, a, _Factor(t, v), f, h, gf.contiguous(), ctx.block, ctx.group)
@@ -147,7 +161,7 @@ class _LooDerivative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, a, lam, kind, w, block, group):
         M, B = D.agree(group, ops.gram, x, a, y, block)  # raises on NaN/Inf features
-        fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam)
+        fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam, x.dtype)
         # Passes 2 + A fused: the loss is known, so its gradient is formed row by row.
         f, h, ge, loss_sum, Ct, Pt = D.agree(group, ops.loo_grad, x, y, a, w, fac.t, fac.v, kind,
                                              V.min_denominator(x.dtype), block)
@@ -158,15 +172,25 @@ class _LooDerivative(torch.autograd.Function):
         inv = 1.0 / total[1]
         grad = _pass_b(x, y, a, fac, f, h, ge.mul_(inv.to(ge.dtype)), _allreduce(Ct, group) * inv,
                        _allreduce(Pt, group) * inv, block)
+        D.agree(group, _check_finite, torch.cat([grad, total[:1].to(grad.dtype)]), "loss and its gradient", lam)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(grad)
         return (total[0] / total[1]).to(x.dtype), grad
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gloss, _ggrad):
+        _first_order_only("loo_derivative")
         (grad,) = ctx.saved_tensors
         return None, None, gloss * grad, None, None, None, None, None
+
+
+def _first_order_only(name: str) -> None:
+    """The loss's gradient is computed, not traced: refuse create_graph=True (a gradient
+    penalty would otherwise get a constant and be silently wrong)."""
+    if torch.is_grad_enabled():  # inside backward: only with create_graph=True
+        raise RuntimeError(f"divaext: {name}: the gradient w.r.t. the weights is not differentiable again "
+                           "(create_graph=True / second derivatives are not supported); use the gradient "
+                           "as a value, e.g. torch.autograd.grad(loss, weights) without create_graph")
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,7 +223,7 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
     def check():
         x, y, a, lam_ = _prepare(features, labels, weights, lam, num_classes, group)
         _no_input_grad(features=x, labels=y)
-        return (x, y, a, lam_), D.spec_of(x, y, labels)
+        return (x, y, a, lam_), D.spec_of(x, y, labels, lam=lam_, num_classes=num_classes)
 
     (x, y, a, lam), k = D.agree_on_inputs(group, check)
     y = D.widen(y, k)
@@ -230,7 +254,8 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
         kind = V.check_loss(loss)
         w = _loss_weights(loss_weights, x, group)
         _no_input_grad(features=x, labels=y, loss_weights=w)
-        return (x, y, a, lam_, kind, w), D.spec_of(x, y, labels)
+        return (x, y, a, lam_, kind, w), D.spec_of(x, y, labels, lam=lam_, loss=loss, num_classes=num_classes,
+                                                   loss_weights=loss_weights is not None)
 
     (x, y, a, lam, kind, w), k = D.agree_on_inputs(group, check)
     y = D.widen(y, k)
@@ -281,7 +306,8 @@ def val_derivative(features, labels, weights, val_features, val_labels, *, lam: 
         kind = V.check_loss(loss)
         wv = _loss_weights(val_loss_weights, xv, group).to(x.dtype)
         _no_input_grad(features=x, labels=y, val_features=xv, val_labels=yv)
-        return (x, y, a, lam_, xv, yv, kind, wv), D.spec_of(x, y, labels)
+        return (x, y, a, lam_, xv, yv, kind, wv), D.spec_of(x, y, labels, lam=lam_, loss=loss, num_classes=num_classes,
+                                                            val_loss_weights=val_loss_weights is not None)
 
     (x, y, a, lam, xv, yv, kind, wv), k = D.agree_on_inputs(group, check)
     y, yv = D.widen(y, k), D.widen(yv, k)
@@ -317,15 +343,16 @@ class _ValDerivative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, a, lam, xv, yv, kind, wv, block, group):
         M, B = D.agree(group, ops.gram, x, a, y, block)  # raises on NaN/Inf features
-        fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam)
+        fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam, x.dtype)
         loss, W, P = _val_operands(fac, xv, yv, kind, wv, group)
         grad = ops.val_rows(x, y, W, P, block)
+        D.agree(group, _check_finite, torch.cat([grad, loss.reshape(1).to(grad.dtype)]), "loss and its gradient", lam)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(grad)
         return loss.to(x.dtype), grad
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gloss, _ggrad):
+        _first_order_only("val_derivative")
         (grad,) = ctx.saved_tensors
         return None, None, gloss * grad, None, None, None, None, None, None, None

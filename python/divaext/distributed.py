@@ -16,6 +16,7 @@ the standard way (``torchrun``); see benchmarks/bench_distributed.py.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, List, NamedTuple, Optional, Tuple, TypeVar
 
 import torch
@@ -64,6 +65,27 @@ def allreduce_max(t: torch.Tensor, group) -> torch.Tensor:
     t = t.contiguous()
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return t
+
+
+def await_ranks(group, what: str) -> None:
+    """Before a collective that every rank must enter (a sharded backward): wait for all ranks
+    at most ``DIVAEXT_RANK_TIMEOUT_S`` seconds (default 300) and raise, naming the ranks that
+    did not come, instead of hanging. gloo only (``monitored_barrier``); NCCL groups rely on
+    their own timeout."""
+    if group is None or "gloo" not in str(dist.get_backend(group)):
+        return
+    import datetime
+    import os
+
+    seconds = float(os.environ.get("DIVAEXT_RANK_TIMEOUT_S", "300"))
+    try:
+        dist.monitored_barrier(group=group, timeout=datetime.timedelta(seconds=seconds), wait_all_ranks=True)
+    except RuntimeError as e:
+        m = re.search(r"Ranks? ([\d, ]+) failed", str(e))  # gloo: "Ranks 1, 3 failed to pass monitoredBarrier"
+        missing = sorted({int(r) for r in re.findall(r"\d+", m.group(1))}) if m else None
+        who = f"rank(s) {', '.join(map(str, missing))}" if missing else "some rank"
+        raise RuntimeError(f"divaext: {what}: {who} did not join within {seconds:g} s; in a sharded call every "
+                           f"rank must run it (e.g. call backward on every rank) ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -128,12 +150,28 @@ class ShardSpec(NamedTuple):
     device_type: str
     classes: bool  # targets given as class indices (k may differ per shard: the max is taken)
     k: int
+    # scalar settings every rank must pass identically (lam, loss, num_classes, whether loss
+    # weights were given, …) as (name, value) pairs: a rank that differs would silently turn
+    # the all-reduced sums into a mixture of two problems
+    settings: Tuple = ()
 
 
-def spec_of(x: torch.Tensor, y: torch.Tensor, labels) -> ShardSpec:
-    """The spec of validated features ``x`` [n,d] and targets ``y`` [n,k] built from ``labels``."""
+def spec_of(x: torch.Tensor, y: torch.Tensor, labels, **settings) -> ShardSpec:
+    """The spec of validated features ``x`` [n,d] and targets ``y`` [n,k] built from ``labels``,
+    with the call's scalar ``settings``."""
     classes = getattr(labels, "ndim", None) == 1  # checked already: a tensor or an array
-    return ShardSpec(int(x.shape[0]), int(x.shape[1]), str(x.dtype), x.device.type, classes, int(y.shape[1]))
+    return ShardSpec(int(x.shape[0]), int(x.shape[1]), str(x.dtype), x.device.type, classes, int(y.shape[1]),
+                     tuple(sorted(settings.items())))
+
+
+def _check_settings(specs: List[ShardSpec]) -> None:
+    """Every rank passed the same scalar settings; else name the setting and the ranks."""
+    for i, (name, value) in enumerate(specs[0].settings):
+        values = [dict(s.settings).get(name) for s in specs]
+        if any(v != value for v in values):
+            per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+            raise ValueError(f"divaext: the ranks passed different {name} ({per_rank}); every rank of a sharded "
+                             "call must pass the same settings")
 
 
 def agree_on_inputs(group, check: Callable[[], Tuple[T, ShardSpec]]) -> Tuple[T, Optional[int]]:
@@ -161,6 +199,7 @@ def agree_on_inputs(group, check: Callable[[], Tuple[T, ShardSpec]]) -> Tuple[T,
         if len(set(values)) > 1:
             per_rank = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
             raise ValueError(f"divaext: the shards disagree on the {what} ({per_rank})")
+    _check_settings(specs)
     if not specs[0].classes and len({s.k for s in specs}) > 1:
         per_rank = ", ".join(f"rank {r}: {s.k}" for r, s in enumerate(specs))
         raise ValueError(f"divaext: the shards' targets have different numbers of columns ({per_rank})")

@@ -125,7 +125,7 @@ class _Concat(_RandomAccess):
             if p.d != first.d or p.dtype != first.dtype:
                 raise ValueError(f"divaext: shard {name} is ({p.d} columns, {p.dtype}) but {names[0]} "
                                  f"is ({first.d} columns, {first.dtype})")
-        self.parts, self.d, self.dtype = list(parts), first.d, first.dtype
+        self.parts, self.names, self.d, self.dtype = list(parts), list(names), first.d, first.dtype
         self.starts = np.cumsum([0] + [p.n for p in parts])
         self.n = int(self.starts[-1])
 
@@ -228,10 +228,20 @@ def _check_matrix(shape, dtype, what: str) -> None:
 
 
 def _from_npy(path: Path) -> _RandomAccess:
-    mm = np.load(path, mmap_mode="r")  # parses the header; maps without touching pages
+    if path.is_dir():
+        raise ValueError(f"divaext: {path} is a directory, not a .npy shard")
+    try:
+        mm = np.load(path, mmap_mode="r")  # parses the header; maps without touching pages
+    except (ValueError, OSError, EOFError) as e:  # a truncated or damaged file
+        raise ValueError(f"divaext: cannot read the shard {path}: {e}") from None
     if isinstance(mm, np.memmap) and mm.flags.f_contiguous and not mm.flags.c_contiguous:
         raise ValueError(f"divaext: {path} is stored in Fortran order; save it row-major (C order)")
     return _from_memmap(mm)
+
+
+def _natural_key(path: Path):
+    """Sort key reading digit runs as numbers: part2 < part10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def open_rows(source, start: Optional[int] = None, stop: Optional[int] = None) -> RowSource:
@@ -242,7 +252,8 @@ def open_rows(source, start: Optional[int] = None, stop: Optional[int] = None) -
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            files = sorted(path.glob("*.npy"))
+            # natural order: part2.npy before part10.npy, as the shards were most likely written
+            files = sorted(path.glob("*.npy"), key=_natural_key)
             if not files:
                 raise ValueError(f"divaext: directory {path} holds no .npy shards")
             src = _Concat([_from_npy(f) for f in files], [f.name for f in files])
@@ -253,6 +264,9 @@ def open_rows(source, start: Optional[int] = None, stop: Optional[int] = None) -
     elif isinstance(source, np.memmap):
         src = _from_memmap(source)
     elif isinstance(source, (np.ndarray, torch.Tensor)):
+        if isinstance(source, torch.Tensor) and source.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("divaext: features require grad, but divaext differentiates with respect to the "
+                               "sample weights only; pass features.detach()")
         _check_matrix(tuple(source.shape), source.dtype, "features")
         src = _ArrayRows(source)
     elif callable(source):
@@ -439,21 +453,32 @@ class _Inputs:
                 raise ValueError("divaext: features is empty (0 samples)")
             proxy = torch.empty((n, 0), dtype=src.dtype, device=dev)
             _check_device(proxy)
-            y = shard_targets(y0, proxy, num_classes)
+            try:
+                y = shard_targets(y0, proxy, num_classes)
+            except ValueError as e:
+                if not isinstance(src, _Concat):
+                    raise
+                order = ", ".join(f"{nm} ({p.n})" for nm, p in zip(src.names[:6], src.parts))
+                raise ValueError(f"{e}; the features are the shards of {source} in natural order (part2 before "
+                                 f"part10): {order}{', …' if len(src.names) > 6 else ''}") from None
             _no_input_grad(labels=y)
             a = V.check_weights(_on(weights, dev, "weights"), proxy)
-            spec = D.ShardSpec(n, src.d, str(src.dtype), dev.type, y0.dim() == 1, int(y.shape[1]))
+            spec = D.ShardSpec(n, src.d, str(src.dtype), dev.type, y0.dim() == 1, int(y.shape[1]),
+                               (("lam", lam), ("num_classes", num_classes)))
             return (n, y, a, V.check_lam(lam), extra(self, proxy, y)), spec
 
         (self.n, y, self.weights, self.lam, self.extra), k = D.agree_on_inputs(self.group, check)
         self.a = self.weights.detach()  # the passes see values; autograd sees self.weights
         self.y = D.widen(y, k)
+        if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1):
+            raise ValueError(f"divaext: block_rows must be a positive integer (or None), got {block_rows!r}")
         self.stream = _Stream(self.src, self.n, int(block_rows or _default_block_rows(self.src.d)), self.device)
 
     def factor(self) -> _Factor:
         """Pass 1, then the Cholesky factor of the (all-reduced) Gram matrix."""
         M, B = D.agree(self.group, _run_pass, self.stream, "ss", ops.gram, (self.a, self.y), 0)
-        return D.agree(self.group, _factor, _allreduce(M, self.group), _allreduce(B, self.group), self.lam)
+        return D.agree(self.group, _factor, _allreduce(M, self.group), _allreduce(B, self.group), self.lam,
+                       self.src.dtype)
 
 
 def _compute_device(src: RowSource, device) -> torch.device:

@@ -135,7 +135,10 @@ def _per_sample_loss(f: torch.Tensor, y: torch.Tensor, kind: int, wrong: torch.T
 
 
 def _check_grid(grid) -> torch.Tensor:
-    g = torch.as_tensor(grid, dtype=torch.float64) if not isinstance(grid, torch.Tensor) else grid.double()
+    try:
+        g = torch.as_tensor(grid, dtype=torch.float64) if not isinstance(grid, torch.Tensor) else grid.double()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"divaext: grid must be a 1-D sequence of numbers (lam values), got {grid!r}") from None
     if g.dim() != 1 or g.numel() == 0:
         raise ValueError("divaext: grid must be a non-empty 1-D sequence of lam values, "
                          f"got shape {tuple(g.shape)}")

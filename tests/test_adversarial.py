@@ -1,0 +1,202 @@
+"""Hostile inputs: each defect an adversarial pass found gets a test named after the input,
+then hypothesis throws shapes, dtypes, strides and non-finite values at every public op.
+Every input must give a clear error or a finite result — never a crash, never a silent NaN.
+
+Elsewhere: the CLI's and the estimators' cases (test_cli.py, test_estimator.py), the
+derivative below its rounding level and detect's eps=nan / eps='abc' (test_wf_decisions.py),
+ranks that disagree or skip a backward (test_distributed.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import divaext
+from divaext import streaming
+
+X = torch.randn(20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+Y = torch.arange(20) % 3
+
+
+# ---------------------------------------------------------------------------------------
+# the defects
+
+
+@pytest.mark.parametrize("call", [
+    lambda y: divaext.loo_derivative(X, y, lam=1.0, loss="ce"),
+    lambda y: divaext.loo_derivative(X, y, lam=1.0, loss="ce_misclassified"),
+    lambda y: divaext.detect(X, y, eps=0.0, lam=1.0),
+    lambda y: streaming.loo_derivative(X.numpy(), y, None, lam=1.0, loss="ce"),
+])
+def test_float_targets_with_zero_columns_are_refused_not_a_segfault(call):
+    with pytest.raises(ValueError, match=r"float targets need at least one column"):
+        call(torch.zeros(20, 0, dtype=torch.float64))
+
+
+def test_raw_loss_op_with_zero_classes_is_refused():
+    f = torch.zeros(20, 0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="cross-entropy.*needs at least one class column"):
+        torch.ops.divaext.loss_grad(f, f, torch.ones(20, dtype=torch.float64), 1)
+
+
+@pytest.mark.parametrize("fn", ["loo_derivative", "val_derivative"])
+def test_create_graph_on_the_loss_gradient_is_refused(fn):
+    a = torch.ones(20, dtype=torch.float64, requires_grad=True)
+    if fn == "loo_derivative":
+        loss = divaext.loo_derivative(X, Y, a, lam=1.0, loss="ce").loss
+    else:
+        loss = divaext.val_derivative(X, Y, a, X[:5], Y[:5], lam=1.0).loss
+    with pytest.raises(RuntimeError, match=f"{fn}: the gradient w.r.t. the weights is not differentiable again"):
+        torch.autograd.grad(loss, a, create_graph=True)
+    g, = torch.autograd.grad(loss, a)  # the first derivative still works
+    assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("fn", [divaext.loo_predictions,
+                                lambda x, y, lam: divaext.loo_derivative(x, y, lam=lam, loss="ce")])
+def test_float32_zero_column_with_extreme_lam_is_refused_not_nan(fn):
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(1))
+    x[:, 1] = 0
+    with pytest.raises(ValueError, match=r"overflows torch.float32 \(lam=1e-80 is too small.*use float64"):
+        fn(x, Y, lam=1e-80)
+
+
+def test_huge_label_value_is_named():
+    y = Y.clone()
+    y[7] = 10**12
+    with pytest.raises(ValueError, match=r"sample 7 has label 1000000000000, so the \(n, k\) one-hot"):
+        divaext.loo_derivative(X, y, lam=1.0)
+
+
+def test_raw_val_rows_with_1d_targets_is_named():
+    w = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"targets must be 2-D \[n, k\], got shape \[20\]"):
+        torch.ops.divaext.val_rows(X, Y.double(), w, w)
+
+
+def test_select_lambda_grid_of_strings_is_named():
+    with pytest.raises(TypeError, match=r"grid must be a 1-D sequence of numbers \(lam values\), got \['a'\]"):
+        divaext.select_lambda(X, Y, grid=["a"])
+
+
+@pytest.fixture
+def shard_dir(tmp_path):
+    for i in (1, 2, 10):  # lexicographic order would be part1, part10, part2
+        np.save(tmp_path / f"part{i}.npy", np.full((2, 4), float(i)) + np.eye(2, 4))
+    return tmp_path
+
+
+def test_shard_directory_is_read_in_natural_order(shard_dir):
+    assert streaming.open_rows(shard_dir).names == ["part1.npy", "part2.npy", "part10.npy"]
+    x = np.concatenate([np.load(shard_dir / f"part{i}.npy") for i in (1, 2, 10)])
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    torch.testing.assert_close(streaming.loo_predictions(shard_dir, y, lam=1.0),
+                               divaext.loo_predictions(torch.from_numpy(x), y, lam=1.0))
+
+
+def test_shard_count_mismatch_names_the_order(shard_dir):
+    with pytest.raises(ValueError, match=r"5 entries but features have 6 rows; the features are the shards of .* "
+                                         r"in natural order .*: part1.npy \(2\), part2.npy \(2\), part10.npy \(2\)"):
+        streaming.loo_predictions(shard_dir, torch.arange(5) % 2, lam=1.0)
+
+
+def test_sub_directory_named_npy_is_named(shard_dir):
+    (shard_dir / "more.npy").mkdir()
+    with pytest.raises(ValueError, match=r"more.npy is a directory, not a .npy shard"):
+        streaming.loo_predictions(shard_dir, torch.arange(6) % 2, lam=1.0)
+
+
+def test_truncated_shard_names_the_file(shard_dir):
+    with open(shard_dir / "part2.npy", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match=r"cannot read the shard .*part2.npy"):
+        streaming.loo_predictions(shard_dir, torch.arange(6) % 2, lam=1.0)
+
+
+@pytest.mark.parametrize("block_rows", [-1, 0.5, True])
+def test_streaming_bad_block_rows_is_named(block_rows):
+    with pytest.raises(ValueError, match=f"block_rows must be a positive integer \\(or None\\), got {block_rows!r}"):
+        streaming.loo_derivative(X.numpy(), Y, None, lam=1.0, block_rows=block_rows)
+
+
+def test_streaming_features_that_require_grad_are_refused():
+    with pytest.raises(RuntimeError, match=r"features require grad.*pass features.detach\(\)"):
+        streaming.loo_predictions(X.clone().requires_grad_(), Y, lam=1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# hypothesis: any input, clear error or finite result
+
+# Mostly valid choices (repeated entries weigh them), so that most examples reach the passes.
+_DTYPES = st.sampled_from([torch.float32, torch.float64] * 4 + [torch.float16, torch.int64, torch.bool])
+_SPECIAL = st.sampled_from([None, float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.0])
+
+
+@st.composite
+def _inputs(draw):
+    n = draw(st.integers(0, 12))
+    d = draw(st.integers(0, 5))
+    dtype = draw(_DTYPES)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(draw(st.integers(0, 99)))) * draw(
+        st.sampled_from([1e-20, 1.0, 1e20]))
+    special = draw(st.one_of(st.none(), _SPECIAL))
+    if special is not None and x.numel():
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = special
+    if draw(st.booleans()) and d > 1:
+        x = x.t().contiguous().t()  # column-major strides
+    x = x.to(dtype)
+    k = draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["index"] * 4 + ["2d"] * 2 + ["negative", "float", "wrong_n"]))
+    if kind == "index":
+        y = torch.arange(n) % k
+    elif kind == "negative":
+        y = torch.arange(n) % k - 1
+    elif kind == "float":
+        y = torch.rand(n)
+    elif kind == "2d":
+        y = torch.rand(n, k, dtype=dtype if dtype.is_floating_point else torch.float64)
+    else:
+        y = torch.arange(n + 1) % k
+    w = draw(st.sampled_from([None, "ones"] * 3 + ["negative", "nan", "short"]))
+    weights = {None: None, "ones": torch.ones(n), "negative": -torch.ones(n), "nan": torch.full((n,), float("nan")),
+               "short": torch.ones(max(n - 1, 0))}[w]
+    if isinstance(weights, torch.Tensor) and dtype.is_floating_point:
+        weights = weights.to(dtype)
+    lam = draw(st.sampled_from([1.0] * 4 + [1e-300, 1e300, 0.0, -1.0, float("nan")]))
+    return x, y, weights, lam
+
+
+_PUBLIC = {
+    "loo_predictions": lambda x, y, w, lam: divaext.loo_predictions(x, y, w, lam=lam),
+    "loo_derivative": lambda x, y, w, lam: divaext.loo_derivative(x, y, w, lam=lam, loss="ce"),
+    "val_derivative": lambda x, y, w, lam: divaext.val_derivative(x, y, w, x, y, lam=lam),
+    "detect": lambda x, y, w, lam: divaext.detect(x, y, weights=w, lam=lam, eps=0.0),
+    "streaming": lambda x, y, w, lam: streaming.loo_derivative(x, y, w, lam=lam, loss="mse"),
+    "select_lambda": lambda x, y, w, lam: divaext.select_lambda(x, y, w),
+}
+
+
+def _finite(out) -> bool:
+    if isinstance(out, torch.Tensor):
+        return bool(torch.isfinite(out).all())
+    if isinstance(out, (tuple, list)):
+        return all(_finite(o) for o in out if isinstance(o, (torch.Tensor, tuple, list)))
+    return True
+
+
+@pytest.mark.parametrize("name", list(_PUBLIC))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=_inputs())
+def test_any_input_gives_a_clear_error_or_a_finite_result(name, args):
+    try:
+        out = _PUBLIC[name](*args)
+    except (ValueError, TypeError) as e:
+        assert str(e).startswith("divaext: "), f"unclear error from {name}: {e!r}"
+        return
+    if name == "select_lambda":  # NaN marks grid values where the LOO predictions are undefined
+        assert np.isfinite(out.lam) and out.lam > 0
+        return
+    fields = out[:4] if name == "detect" else out
+    assert _finite(fields), f"{name} returned a non-finite result without an error"
