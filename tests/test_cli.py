@@ -361,6 +361,8 @@ def test_missing_matplotlib_fails_before_work(data, capsys, monkeypatch):
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a finite number > 0, got 'big', or 'loo'"),
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--loss", "hinge"], "invalid choice: 'hinge'"),
     (["reweight", "x.npy", "y.npy", "-o", "w.csv", "--steps", "0"], "must be a positive integer"),
+    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--eps", "0", "--top-k", "3"], "not allowed with argument --eps"),
+    (["reweight", "x.npy", "y.npy", "-o", "w.csv", "--select", "best"], "invalid choice: 'best'"),
     (["detect", "x.npy", "y.npy"], "the following arguments are required: -o/--output"),
     (["shuffle"], "invalid choice: 'shuffle'"),
 ])
@@ -493,3 +495,34 @@ def test_sigterm_while_writing_leaves_nothing(data, capsys, monkeypatch):
     assert code == 143 and "terminated" in err
     assert set(os.listdir(d)) == before
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler restored
+
+
+# ---------------------------------------------------------------------------------------
+# the workflows' decisions from the command line
+
+
+def test_detect_cut_flags_match_the_library(data, capsys):
+    d, x, noisy, _ = data
+    ref = detect(torch.from_numpy(x), torch.from_numpy(noisy), top_k=5, lam=0.5, intercept=False)
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--top-k", "5", "--lam", "0.5", "--no-intercept",
+                           "-o", d / "s.json"], capsys)
+    assert code == 0, err
+    doc = json.loads((d / "s.json").read_text())
+    assert [r["detrimental"] for r in doc["rows"]] == ref.detrimental.int().tolist()
+    assert sum(r["detrimental"] for r in doc["rows"]) == 5 and "the 5 highest scores" in out
+    assert doc["meta"]["threshold"] == "top_k" and doc["meta"]["intercept"] is False
+    code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam-factor", "2", "-o", d / "f.json"], capsys)
+    assert code == 0, err
+    meta = json.loads((d / "f.json").read_text())["meta"]
+    assert meta["lam"] == pytest.approx(2 * meta["lam_model"]) and meta["lam_factor"] == 2
+
+
+def test_reweight_auto_reports_its_decision(data, capsys):
+    d, *_ = data
+    code, out, err = _run(["reweight", d / "x.npy", d / "y.npy", "--folds", "3", "-o", d / "w.json", "--no-progress"],
+                          capsys)
+    assert code == 0, err
+    meta = json.loads((d / "w.json").read_text())["meta"]
+    assert meta["note"].startswith(("applied", "kept the starting weights")) and meta["note"] in out
+    assert len(meta["evidence"]) == 12 and {"gain_mean", "gain_se", "better", "worse"} <= set(meta["evidence"][0])
+    assert meta["lam_refit"] > 0 and meta["options"]["select"] == "auto"

@@ -11,7 +11,7 @@ import torch  # noqa: F401  (must be imported before the compiled core)
 
 from ._ops import _C
 from .derivative import Derivative, loo_derivative, loo_predictions, val_derivative
-from . import distributed, streaming, workflows
+from . import distributed, evaluation, labels, streaming, workflows
 from .workflows import (AugmentResult, DetectResult, ExtendResult, LabelNameResult, LambdaResult, LooProbs,
                         ReweightResult, augmentation_weights, detect, extend, extend_with_label_names, loo_pred_probs,
                         reweight, select_lambda)
@@ -35,15 +35,16 @@ def build_info() -> dict:
 
 
 def __getattr__(name):  # lazy: the estimator imports scikit-learn (~2 s) when it is installed
-    if name == "RidgeClassifier":
-        from .estimator import RidgeClassifier
-        return RidgeClassifier
+    if name in ("RidgeClassifier", "RidgeRegressor"):
+        from . import estimator
+        return getattr(estimator, name)
     raise AttributeError(f"module 'divaext' has no attribute {name!r}")
 
 
 __all__ = [
     "Derivative", "build_info", "loo_derivative", "loo_predictions", "val_derivative", "__version__",
-    "distributed", "streaming", "workflows", "detect", "loo_pred_probs", "LooProbs", "reweight", "extend", "extend_with_label_names", "select_lambda",
-    "augmentation_weights", "RidgeClassifier", "DetectResult", "ReweightResult", "ExtendResult",
-    "LabelNameResult", "LambdaResult", "AugmentResult",
+    "distributed", "streaming", "workflows", "evaluation", "labels",
+    "detect", "loo_pred_probs", "reweight", "extend", "extend_with_label_names", "select_lambda", "augmentation_weights",
+    "RidgeClassifier", "RidgeRegressor",
+    "DetectResult", "LooProbs", "ReweightResult", "ExtendResult", "LabelNameResult", "LambdaResult", "AugmentResult",
 ]
