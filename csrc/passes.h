@@ -14,6 +14,7 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
+#include <cmath>
 #include <tuple>
 
 #include "blocking.h"
@@ -52,10 +53,15 @@ inline void check_rows(const Tensor& x, const Tensor& y, const Tensor& a, const 
 // Raise if some row has 1 − a h <= min_denominator: the LOO prediction is then undefined
 // (cannot happen in exact arithmetic for lam > 0; near 0 the prediction has lost its digits to
 // cancellation). One n-vector test, then name the first such row.
+// Written as "not greater than" so that NaN (an overflow in x's dtype) fails it too.
 inline void check_denominators(const Tensor& a, const Tensor& h, double min_denominator) {
-  auto bad = (1 - a * h).le(min_denominator);
+  auto bad = (1 - a * h).gt(min_denominator).logical_not_();
   if (!bad.any().item<bool>()) return;
   const int64_t i = bad.nonzero().select(1, 0)[0].item<int64_t>();
+  const double hi = h[i].item<double>();
+  TORCH_CHECK_VALUE(std::isfinite(hi), "divaext: the leverage of sample ", i, " is not finite (", hi, ") in ",
+                    h.scalar_type(), ": (Xᵀ diag(weights) X + lam·I)⁻¹ overflows this dtype (lam too small for "
+                    "the scale of the features, e.g. an all-zero feature column); increase lam or use float64");
   const double ah = (a[i] * h[i]).item<double>();
   TORCH_CHECK_VALUE(false, "divaext: the leave-one-out prediction of sample ", i,
                     " is undefined: 1 - a_i*h_i = ", 1.0 - ah, " <= ", min_denominator,

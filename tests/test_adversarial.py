@@ -63,6 +63,26 @@ def test_float32_zero_column_with_extreme_lam_is_refused_not_nan(fn):
         fn(x, Y, lam=1e-80)
 
 
+def test_raw_loo_rows_with_a_nan_factor_is_refused():
+    """The 1 − a·h check compared so that NaN passed it."""
+    nan, zeros = torch.full((4, 4), float("nan"), dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"leverage of sample 0 is not finite \(nan\)"):
+        torch.ops.divaext.loo_rows(X, torch.eye(3, dtype=torch.float64)[Y], torch.ones(20, dtype=torch.float64),
+                                   nan, zeros, 1e-8)
+
+
+def test_float32_leverage_overflow_at_a_zero_weight_is_refused():
+    """h = |x|²/lam = 1e50 overflows float32 for a zero-weight row outside the others' span
+    (it reached eigh as inf: "linalg.eigh: The algorithm failed to converge")."""
+    x = X.float().clone()
+    x[:, 3] = 0
+    x[5, 3] = 1e15
+    a = torch.ones(20)
+    a[5] = 0
+    with pytest.raises(ValueError, match=r"leverage of sample 5 is not finite \(inf\) in Float.*increase lam"):
+        divaext.loo_derivative(x, Y, a, lam=1e-20, loss="ce")
+
+
 def test_huge_label_value_is_named():
     y = Y.clone()
     y[7] = 10**12
