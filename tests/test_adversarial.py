@@ -83,6 +83,39 @@ def test_float32_leverage_overflow_at_a_zero_weight_is_refused():
         divaext.loo_derivative(x, Y, a, lam=1e-20, loss="ce")
 
 
+@pytest.mark.parametrize("fn", [divaext.val_derivative, streaming.val_derivative], ids=["memory", "streamed"])
+def test_float32_validation_gradient_overflow_is_refused_not_nan(fn):
+    """lam = 1e-60 and an all-zero column: t fits float32 but S X_vᵀ G_v (1e60) does not, so
+    every gradient was 0·inf = NaN (the streamed call returned it)."""
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(1))
+    x[:, 1] = 0
+    xv = torch.randn(5, 4, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match=r"the loss and its gradient are not finite in torch.float32 "
+                                         r"\(overflow at lam=1e-60"):
+        fn(x, Y, torch.ones(20), xv, Y[:5], lam=1e-60)
+
+
+@pytest.mark.parametrize("fn", [streaming.loo_derivative, streaming.val_derivative])
+def test_create_graph_on_the_streamed_loss_gradient_is_refused(fn):
+    """The streamed loss's gradient acted as a constant under create_graph=True."""
+    a = torch.ones(20, dtype=torch.float64, requires_grad=True)
+    args = (X, Y, a) if fn is streaming.loo_derivative else (X, Y, a, X[:5], Y[:5])
+    loss = fn(*args, lam=1.0, loss="ce").loss
+    with pytest.raises(RuntimeError, match=f"streaming.{fn.__name__}: the gradient w.r.t. the weights is not "
+                                           "differentiable again"):
+        torch.autograd.grad(loss, a, create_graph=True)
+    (g,) = torch.autograd.grad(loss, a)  # the first derivative still works
+    assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("fn", [divaext.loo_derivative, divaext.loo_predictions])
+@pytest.mark.parametrize("block_rows", [-1, 0.5, "8"])
+def test_in_memory_bad_block_rows_is_named(fn, block_rows):
+    """It was taken as the default (-1, 0.5) or converted ("8") without a word."""
+    with pytest.raises(ValueError, match=f"block_rows must be a positive integer \\(or None\\), got {block_rows!r}"):
+        fn(X, Y, lam=1.0, block_rows=block_rows)
+
+
 def test_huge_label_value_is_named():
     y = Y.clone()
     y[7] = 10**12

@@ -124,6 +124,23 @@ def _scenarios(rank, npy_path):
     run("fault_reweight", lambda: divaext.reweight(x[s:e], y[s:e], weights=neg, select=None, lam=0.7, group="default"))
     run("fault_zero_w", lambda: divaext.loo_derivative(x[s:e], y[s:e], a[s:e], loss_weights=0 * w[s:e],
                                                        group="default"))
+    # Settings that differ by rank: refused on every rank, naming the setting and each rank's value.
+    run("differ_loss", lambda: divaext.loo_derivative(x[s:e], y[s:e], a[s:e], loss=["ce", "mse"][rank],
+                                                      group="default"))
+    run("differ_num_classes", lambda: divaext.loo_derivative(x[s:e], y[s:e], a[s:e], num_classes=[K, None][rank],
+                                                             group="default"))
+    run("differ_loss_weights", lambda: divaext.loo_derivative(x[s:e], y[s:e], a[s:e], loss_weights=[w[s:e], None][rank],
+                                                              group="default"))
+    run("differ_stream_loss", lambda: streaming.loo_derivative(x[s:e], y[s:e], a[s:e], loss=["ce", "mse"][rank],
+                                                               group="default"))
+    run("differ_stream_val_weights", lambda: streaming.val_derivative(
+        x[s:e], y[s:e], a[s:e], xv[vs:ve], yv[vs:ve], val_loss_weights=[None, torch.ones(ve - vs, dtype=x.dtype)][rank],
+        group="default"))
+    # num_classes=None: each rank counts the classes of its own training and validation labels
+    # (4 on rank 0, 5 on rank 1): a per-rank count, not a setting the ranks disagree on.
+    yv_k = yv % (K - 1) if rank == 0 else yv
+    run("stream_val_joint_k", lambda: tuple(streaming.val_derivative(x[s:e], y[s:e], a[s:e], xv[vs:ve], yv_k[vs:ve],
+                                                                     lam=0.7, group="default")))
     run("after_faults", lambda: tuple(divaext.loo_derivative(x[s:e], y[s:e], a[s:e], lam=0.7,
                                                              loss_weights=w[s:e], group="default")))
     return out
@@ -261,6 +278,13 @@ def test_streamed_rank_with_zero_rows_and_sharded_validation(ranks):
     ("fault_stream_nan", r"ValueError: divaext: rank 1 \(of 2\) failed: features contain NaN or Inf "
                          r"\(first at row 4\)"),
     ("fault_zero_w", r"ValueError: divaext: loss_weights are all zero on every rank"),
+    ("differ_loss", r"ValueError: divaext: the ranks passed different loss \(rank 0: 'ce', rank 1: 'mse'\)"),
+    ("differ_num_classes", r"ValueError: divaext: the ranks passed different num_classes \(rank 0: 5, rank 1: None\)"),
+    ("differ_loss_weights", r"ValueError: divaext: the ranks passed different loss_weights \(rank 0: True, "
+                            r"rank 1: False\)"),
+    ("differ_stream_loss", r"ValueError: divaext: the ranks passed different loss \(rank 0: 'ce', rank 1: 'mse'\)"),
+    ("differ_stream_val_weights", r"ValueError: divaext: the ranks passed different val_loss_weights \(rank 0: False, "
+                                  r"rank 1: True\)"),
 ])
 def test_bad_shard_makes_every_rank_raise(ranks, name, pattern):
     for r in ranks:
@@ -291,6 +315,15 @@ def test_loss_weights_zero_on_one_rank(ranks):
     w = torch.cat([0 * w[:SPLIT], w[SPLIT:]])
     ref = divaext.loo_derivative(x, y, a, lam=0.7, loss_weights=w)
     _close(_cat(ranks, "zero_w_rank0", 1), ref.grad)
+
+
+def test_streamed_validation_with_a_class_count_that_differs_by_rank(ranks):
+    x, y, a, _, xv, yv = _data()
+    yv = torch.cat([yv[:5] % (K - 1), yv[5:]])
+    ref = divaext.val_derivative(x, y, a, xv, yv, lam=0.7)
+    _close(_cat(ranks, "stream_val_joint_k", 1), ref.grad)
+    for r in ranks:
+        _close(r["stream_val_joint_k"][0], ref.loss)
 
 
 def test_group_still_works_after_faults(ranks):
@@ -332,15 +365,17 @@ def test_widen_pads_missing_classes():
 
 def _backward_worker(rank, port, tmp):
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    os.environ["DIVAEXT_RANK_TIMEOUT_S"] = "3"
+    os.environ["DIVAEXT_RANK_TIMEOUT_S"] = "2"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    sub = dist.new_group(backend="gloo")  # the streamed case: a group not spoilt by the first timeout
     x, y, a, *_ = _data()
     s, e = _bounds(rank, SPLIT, N)
     a = a[s:e].clone().requires_grad_()
     out = {}
     try:
         f = divaext.loo_predictions(x[s:e], y[s:e], a, lam=0.7, group="default")
+        fs = streaming.loo_predictions(x[s:e], y[s:e], a, lam=0.7, block_rows=7, group=sub)
         # lam differs per rank: refused on both ranks, naming the setting
         try:
             divaext.loo_derivative(x[s:e], y[s:e], lam=0.5 + 0.25 * rank, group="default")
@@ -351,11 +386,15 @@ def _backward_worker(rank, port, tmp):
                 f.sum().backward()
             except RuntimeError as err:
                 out["backward"] = str(err)
+            try:
+                fs.sum().backward()
+            except RuntimeError as err:
+                out["streamed_backward"] = str(err)
     except BaseException:  # noqa: BLE001
         out["crash"] = traceback.format_exc()
     torch.save(out, os.path.join(tmp, f"bw{rank}.pt"))
     if rank == 1:
-        time.sleep(5)  # stays alive (not at a collective) past rank 0's timeout
+        time.sleep(5)  # stays alive (not at a collective) past rank 0's two timeouts
     dist.destroy_process_group()
 
 
@@ -372,4 +411,6 @@ def test_settings_must_agree_and_a_missing_backward_rank_is_named(tmp_path):
     for r, res in enumerate(got):
         assert "crash" not in res, f"rank {r} crashed:\n{res['crash']}"
         assert re.search(r"ranks passed different lam \(rank 0: 0\.5, rank 1: 0\.75\)", res["settings"]), res
-    assert re.search(r"backward pass of loo_predictions: rank\(s\) 1 did not join within 3 s", got[0]["backward"]), got[0]
+    assert re.search(r"backward pass of loo_predictions: rank\(s\) 1 did not join within 2 s", got[0]["backward"]), got[0]
+    assert re.search(r"backward pass of streaming.loo_predictions: rank\(s\) 1 did not join within 2 s",
+                     got[0]["streamed_backward"]), got[0]

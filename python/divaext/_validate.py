@@ -144,6 +144,15 @@ def check_weights(weights, x: torch.Tensor, name: str = "weights") -> torch.Tens
     return a
 
 
+def check_block_rows(block_rows) -> Optional[int]:
+    """Rows per block: None (or 0: the default) or a positive integer."""
+    if block_rows is None:
+        return None
+    if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 0:
+        raise ValueError(f"divaext: block_rows must be a positive integer (or None), got {block_rows!r}")
+    return int(block_rows) or None
+
+
 def check_lam(lam) -> float:
     try:
         lam = float(lam)

@@ -223,6 +223,7 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
     def check():
         x, y, a, lam_ = _prepare(features, labels, weights, lam, num_classes, group)
         _no_input_grad(features=x, labels=y)
+        V.check_block_rows(block_rows)
         return (x, y, a, lam_), D.spec_of(x, y, labels, lam=lam_, num_classes=num_classes)
 
     (x, y, a, lam), k = D.agree_on_inputs(group, check)
@@ -254,6 +255,7 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
         kind = V.check_loss(loss)
         w = _loss_weights(loss_weights, x, group)
         _no_input_grad(features=x, labels=y, loss_weights=w)
+        V.check_block_rows(block_rows)
         return (x, y, a, lam_, kind, w), D.spec_of(x, y, labels, lam=lam_, loss=loss, num_classes=num_classes,
                                                    loss_weights=loss_weights is not None)
 
@@ -306,6 +308,7 @@ def val_derivative(features, labels, weights, val_features, val_labels, *, lam: 
         kind = V.check_loss(loss)
         wv = _loss_weights(val_loss_weights, xv, group).to(x.dtype)
         _no_input_grad(features=x, labels=y, val_features=xv, val_labels=yv)
+        V.check_block_rows(block_rows)
         return (x, y, a, lam_, xv, yv, kind, wv), D.spec_of(x, y, labels, lam=lam_, loss=loss, num_classes=num_classes,
                                                             val_loss_weights=val_loss_weights is not None)
 

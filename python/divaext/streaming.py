@@ -37,8 +37,8 @@ import torch
 from . import _validate as V
 from . import distributed as D
 from ._ops import ops
-from .derivative import (Derivative, _allreduce, _check_device, _factor, _Factor, _joint_num_classes,
-                         _loss_weights, _no_input_grad, _pass_b_operands, _val_operands)
+from .derivative import (Derivative, _allreduce, _check_device, _check_finite, _factor, _Factor, _first_order_only,
+                         _joint_num_classes, _loss_weights, _no_input_grad, _pass_b_operands, _val_operands)
 
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
@@ -436,11 +436,14 @@ class _Inputs:
 
     ``extra(inputs, proxy, y)`` checks the arguments particular to one function; ``proxy`` is
     an empty [n, 0] tensor with the features' row count, dtype and device, which is all the
-    label and weight checks need.
+    label and weight checks need. ``targets_k``: the class count of the labels where it is not
+    ``num_classes`` (val_derivative's joint count over training and validation labels, which
+    may differ by rank); ``settings``: the function's other scalar settings, which every rank
+    must pass identically (with ``lam`` and ``num_classes`` as the user passed them).
     """
 
     def __init__(self, source, labels, weights, lam, num_classes, block_rows, device, group,
-                 extra: Callable = lambda inputs, proxy, y: ()):
+                 extra: Callable = lambda inputs, proxy, y: (), targets_k: Optional[int] = None, **settings):
         self.group = D.resolve_group(group)
         shard_targets = V.check_targets if self.group is None else D.check_shard_targets
 
@@ -454,7 +457,7 @@ class _Inputs:
             proxy = torch.empty((n, 0), dtype=src.dtype, device=dev)
             _check_device(proxy)
             try:
-                y = shard_targets(y0, proxy, num_classes)
+                y = shard_targets(y0, proxy, num_classes if targets_k is None else targets_k)
             except ValueError as e:
                 if not isinstance(src, _Concat):
                     raise
@@ -463,16 +466,15 @@ class _Inputs:
                                  f"part10): {order}{', …' if len(src.names) > 6 else ''}") from None
             _no_input_grad(labels=y)
             a = V.check_weights(_on(weights, dev, "weights"), proxy)
+            lam_, rows = V.check_lam(lam), V.check_block_rows(block_rows)
             spec = D.ShardSpec(n, src.d, str(src.dtype), dev.type, y0.dim() == 1, int(y.shape[1]),
-                               (("lam", lam), ("num_classes", num_classes)))
-            return (n, y, a, V.check_lam(lam), extra(self, proxy, y)), spec
+                               tuple(sorted(dict(settings, lam=lam_, num_classes=num_classes).items())))
+            return (n, y, a, lam_, rows, extra(self, proxy, y)), spec
 
-        (self.n, y, self.weights, self.lam, self.extra), k = D.agree_on_inputs(self.group, check)
+        (self.n, y, self.weights, self.lam, rows, self.extra), k = D.agree_on_inputs(self.group, check)
         self.a = self.weights.detach()  # the passes see values; autograd sees self.weights
         self.y = D.widen(y, k)
-        if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1):
-            raise ValueError(f"divaext: block_rows must be a positive integer (or None), got {block_rows!r}")
-        self.stream = _Stream(self.src, self.n, int(block_rows or _default_block_rows(self.src.d)), self.device)
+        self.stream = _Stream(self.src, self.n, rows or _default_block_rows(self.src.d), self.device)
 
     def factor(self) -> _Factor:
         """Pass 1, then the Cholesky factor of the (all-reduced) Gram matrix."""
@@ -490,18 +492,27 @@ def _compute_device(src: RowSource, device) -> torch.device:
 
 
 class _LossOfWeights(torch.autograd.Function):
-    """``loss`` made differentiable w.r.t. the weights ``a``, with the known gradient ``grad``."""
+    """``loss`` made differentiable w.r.t. the weights ``a``, with the known gradient ``grad``
+    (first order only: ``name`` is the function, for the create_graph error)."""
 
     @staticmethod
-    def forward(ctx, a, loss, grad):
+    def forward(ctx, a, loss, grad, name):
         ctx.save_for_backward(grad)
+        ctx.name = name
         return loss.clone()
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, gloss):
+        _first_order_only(ctx.name)
         (grad,) = ctx.saved_tensors
-        return gloss * grad, None, None
+        return gloss * grad, None, None, None
+
+
+def _checked(inp: _Inputs, loss: torch.Tensor, grad: torch.Tensor, name: str) -> Derivative:
+    """The Derivative of a streamed call, its loss and this rank's gradient checked finite."""
+    D.agree(inp.group, _check_finite, torch.cat([grad, loss.reshape(1).to(grad.dtype)]), "loss and its gradient",
+            inp.lam)
+    return Derivative(_LossOfWeights.apply(inp.weights, loss, grad, name), grad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -523,7 +534,8 @@ def loo_derivative(source, labels, weights=None, *, lam: float = 1.0, loss: str 
         _no_input_grad(loss_weights=w)
         return V.check_loss(loss), w
 
-    inp = _Inputs(source, labels, weights, lam, num_classes, block_rows, device, group, extra)
+    inp = _Inputs(source, labels, weights, lam, num_classes, block_rows, device, group, extra, loss=loss,
+                  loss_weights=loss_weights is not None)
     kind, w = inp.extra
     fac = inp.factor()
     # Passes 2 + A fused: f, h, ge = g·e (unnormalised) per row; loss, C̃, P̃ summed over rows.
@@ -537,8 +549,7 @@ def loo_derivative(source, labels, weights=None, *, lam: float = 1.0, loss: str 
     basis, evals = _pass_b_operands(fac, _allreduce(Ct, inp.group) * inv, _allreduce(Pt, inp.group) * inv)
     grad = _run_pass(inp.stream, "r", ops.vjp_rows, (inp.y, inp.a, f, h, ge.mul_(inv.to(ge.dtype))), basis,
                      evals, 0)
-    loss_value = (total[0] / total[1]).to(inp.src.dtype)
-    return Derivative(_LossOfWeights.apply(inp.weights, loss_value, grad), grad)
+    return _checked(inp, (total[0] / total[1]).to(inp.src.dtype), grad, "streaming.loo_derivative")
 
 
 def val_derivative(source, labels, weights, val_features, val_labels, *, lam: float = 1.0, loss: str = "ce",
@@ -561,14 +572,14 @@ def val_derivative(source, labels, weights, val_features, val_labels, *, lam: fl
         _no_input_grad(val_features=xv, val_labels=yv, val_loss_weights=wv)
         return xv, yv, V.check_loss(loss), wv.to(xv.dtype)
 
-    if num_classes is None:
-        num_classes = _joint_num_classes(labels, val_labels)
-    inp = _Inputs(source, labels, weights, lam, num_classes, block_rows, device, group, extra)
+    k = _joint_num_classes(labels, val_labels) if num_classes is None else num_classes
+    inp = _Inputs(source, labels, weights, lam, num_classes, block_rows, device, group, extra, targets_k=k,
+                  loss=loss, val_loss_weights=val_loss_weights is not None)
     xv, yv, kind, wv = inp.extra
     fac = inp.factor()
     loss_value, W, P = _val_operands(fac, xv, D.widen(yv, inp.y.shape[1]), kind, wv, inp.group)
     grad = _run_pass(inp.stream, "r", ops.val_rows, (inp.y,), W, P, 0)
-    return Derivative(_LossOfWeights.apply(inp.weights, loss_value.to(inp.src.dtype), grad), grad)
+    return _checked(inp, loss_value.to(inp.src.dtype), grad, "streaming.val_derivative")
 
 
 def loo_predictions(source, labels, weights=None, *, lam: float = 1.0, num_classes: Optional[int] = None,
@@ -587,6 +598,7 @@ class _StreamedLooPredictions(torch.autograd.Function):
         fac = inp.factor()
         f, h = D.agree(inp.group, _run_pass, inp.stream, "rr", ops.loo_rows, (inp.y, a), fac.t, fac.v,
                        V.min_denominator(inp.src.dtype), 0)
+        D.agree(inp.group, _check_finite, f, "LOO predictions", inp.lam)
         ctx.inp, ctx.fac = inp, fac
         ctx.save_for_backward(a, f, h)
         ctx.mark_non_differentiable(h)
@@ -599,6 +611,7 @@ class _StreamedLooPredictions(torch.autograd.Function):
             return None, None
         inp, fac = ctx.inp, ctx.fac
         a, f, h = ctx.saved_tensors
+        D.await_ranks(inp.group, "the backward pass of streaming.loo_predictions")
         g = gf.contiguous()
         Ct, Pt, ge = _run_pass(inp.stream, "ssr", ops.vjp_gram, (inp.y, a, f, h, g), fac.t, 0)
         basis, evals = _pass_b_operands(fac, _allreduce(Ct, inp.group), _allreduce(Pt, inp.group))
