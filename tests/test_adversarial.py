@@ -123,6 +123,23 @@ def test_huge_label_value_is_named():
         divaext.loo_derivative(X, y, lam=1.0)
 
 
+def test_huge_label_whose_one_hot_does_not_fit_in_memory_is_named(monkeypatch):
+    """Under the one-hot cap the allocation can still fail (2 × 5e9 entries on this machine, or a
+    GPU's memory): the allocator's "you tried to allocate 80000000016 bytes" named neither the
+    sample nor the label. Simulated, so that no machine really allocates it."""
+    zeros = torch.zeros
+
+    def small_memory(*size, **kw):
+        if size[-1] > 1000:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 7.45 GiB")
+        return zeros(*size, **kw)
+
+    monkeypatch.setattr(torch, "zeros", small_memory)
+    with pytest.raises(ValueError, match=r"sample 1 has label 1000000, so the \(n, k\) one-hot targets would have "
+                                         r"2 × 1000001 entries"):
+        divaext.loo_derivative(X[:2], torch.tensor([0, 10**6]), lam=1.0)
+
+
 def test_raw_val_rows_with_1d_targets_is_named():
     w = torch.zeros(4, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"targets must be 2-D \[n, k\], got shape \[20\]"):

@@ -98,14 +98,20 @@ def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str
             raise ValueError(
                 f"divaext: {name} out of range: sample {bad} has label {int(y[bad])}, "
                 f"expected 0 <= label < {k}" + ("" if num_classes is None else " (num_classes)"))
+        def too_large() -> ValueError:
+            return ValueError(
+                f"divaext: {name}: sample {int(torch.argmax(y))} has label {hi}, so the (n, k) one-hot targets "
+                f"would have {n} × {k} entries; class indices must be 0..k−1 with k the number of classes (map "
+                "other labels with divaext.labels.encode_labels)")
+
         if n * k > _MAX_ONE_HOT and (num_classes is None or k > n):
-            top = int(torch.argmax(y))
-            raise ValueError(
-                f"divaext: {name}: sample {top} has label {hi}, so the (n, k) one-hot targets would have "
-                f"{n} × {k} entries; class indices must be 0..k−1 with k the number of classes (map other "
-                "labels with divaext.labels.encode_labels)")
+            raise too_large()
+        try:  # below the cap the allocation may still fail: say why, not the allocator's bytes
+            y1 = torch.zeros(n, k, dtype=x.dtype, device=x.device)
+        except RuntimeError:  # includes torch.OutOfMemoryError
+            raise too_large() from None
         # Scatter straight into x's dtype: F.one_hot would first build an int64 (n, k) copy.
-        return torch.zeros(n, k, dtype=x.dtype, device=x.device).scatter_(1, y[:, None], 1.0)
+        return y1.scatter_(1, y[:, None], 1.0)
     if y.dim() == 2:
         if not y.is_floating_point():
             raise TypeError(f"divaext: 2-D {name} must be float targets (n, k), got {y.dtype}")
