@@ -116,6 +116,20 @@ def test_in_memory_bad_block_rows_is_named(fn, block_rows):
         fn(X, Y, lam=1.0, block_rows=block_rows)
 
 
+@pytest.mark.parametrize("fn", [divaext.loo_derivative, streaming.loo_derivative,
+                                lambda x, y, lam, loss: divaext.loo_predictions(x, y, torch.ones(12, requires_grad=True),
+                                                                                lam=lam).square().sum().backward()],
+                         ids=["memory", "streamed", "predictions_backward"])
+def test_float32_targets_of_scale_1e30_are_refused_not_an_eigh_failure(fn):
+    """g·e ~ 1e60 overflows float32 in the row kernels; the sums reached eigh as inf
+    ("linalg.eigh: The algorithm failed to converge")."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, 3, generator=g), torch.rand(12, 3, generator=g) * 1e30
+    with pytest.raises(ValueError, match=r"the derivative's sums over the rows are not finite: the loss gradient "
+                                         r"overflowed the features' dtype"):
+        fn(x, y, lam=1.0, loss="mse")
+
+
 def test_huge_label_value_is_named():
     y = Y.clone()
     y[7] = 10**12

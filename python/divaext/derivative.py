@@ -130,7 +130,13 @@ def _pass_b(x, y, a, fac, f, h, ge, Ct, Pt, block):
 
 
 def _pass_b_operands(fac, Ct, Pt):
-    """(basis [d,d+k], eigenvalues [d]) of backward pass B, see :func:`_pass_b`."""
+    """(basis [d,d+k], eigenvalues [d]) of backward pass B, see :func:`_pass_b`. The sums are
+    all-reduced already, so a non-finite one raises the same error on every rank."""
+    if not (bool(torch.isfinite(Ct).all()) and bool(torch.isfinite(Pt).all())):
+        # the row kernels form g·e and g/D in the features' dtype: targets of scale 1e30 overflow float32
+        raise ValueError("divaext: the derivative's sums over the rows are not finite: the loss gradient overflowed "
+                         "the features' dtype (targets, features or weights too large for it); rescale them or "
+                         "use float64")
     evals, E = torch.linalg.eigh(Ct)
     return torch.cat([fac.t @ E, fac.t @ Pt], dim=1).contiguous(), evals.contiguous()
 
