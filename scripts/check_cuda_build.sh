@@ -17,7 +17,7 @@ fi
 if ! "$WORK/venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)"; then
   echo "check_cuda_build: SKIPPED ($TORCH_CUDA is not a CUDA build here)"; exit 0
 fi
-mkdir -p "$WORK/src" && cp -r CMakeLists.txt pyproject.toml README.md csrc python "$WORK/src/"
+mkdir -p "$WORK/src" && cp -r CMakeLists.txt pyproject.toml README.md cmake csrc python "$WORK/src/"
 if ! (cd "$WORK/src" && "$WORK/venv/bin/pip" wheel -q --no-build-isolation --no-deps . -w "$WORK/wheel" \
       -Cbuild-dir="$WORK/build" >"$WORK/build.log" 2>&1); then
   echo "check_cuda_build: FAILED to build against $TORCH_CUDA"; grep -E "error" "$WORK/build.log" | head -20; exit 1
