@@ -21,7 +21,7 @@ inline int64_t block_rows_for(int64_t requested, int64_t n, int64_t d) {
 
 // Column panels of a d×d operand. Computing only panels on or below the diagonal costs
 // (1/2 + 1/(2P)) of the full product: P = 4 saves 37.5% of the flops (measured ~30% of the
-// time on CPU at d = 512, benchmarks/README.md). Panels narrower than 128 columns lose more in
+// time on CPU at d = 512 with benchmarks/bench_derivative.py). Panels narrower than 128 columns lose more in
 // BLAS efficiency than they save.
 inline int64_t num_panels(int64_t d) { return std::clamp<int64_t>(d / 128, 1, 8); }
 

@@ -2,7 +2,7 @@
 // written (cpu/register.cpp, cuda/register.cpp); fake (meta) kernels in python/divaext/_ops.py.
 //
 // The dataset derivative is a few streaming passes over row blocks of X (see
-// shared notes/math.md and csrc/README.md). Each pass is one op, so the same ops serve a
+// docs/math.md and csrc/README.md). Each pass is one op, so the same ops serve a
 // single tensor, a sharded tensor (all-reduce the d×d / d×k sums between passes) and a stream
 // of blocks read from disk (sum the d×d / d×k results over blocks).
 //

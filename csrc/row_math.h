@@ -1,6 +1,6 @@
 // The per-row formulas of the dataset derivative, shared verbatim by the CPU loops and the
 // CUDA kernels (host/device inline, no torch). One row: d features, k outputs; sums in double.
-// Notation follows shared notes/math.md: D = 1 − a h, e = y − f (LOO residual), r = D e.
+// Notation follows docs/math.md: D = 1 − a h, e = y − f (LOO residual), r = D e.
 #pragma once
 #include <cmath>
 

@@ -17,7 +17,7 @@ fi
 if ! "$WORK/venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)"; then
   echo "check_cuda_build: SKIPPED ($TORCH_CUDA is not a CUDA build here)"; exit 0
 fi
-mkdir -p "$WORK/src" && cp -r CMakeLists.txt pyproject.toml README.md csrc python "$WORK/src/"
+mkdir -p "$WORK/src" && cp -r CMakeLists.txt pyproject.toml README.md cmake csrc python "$WORK/src/"
 if ! (cd "$WORK/src" && "$WORK/venv/bin/pip" wheel -q --no-build-isolation --no-deps . -w "$WORK/wheel" \
       -Cbuild-dir="$WORK/build" >"$WORK/build.log" 2>&1); then
   echo "check_cuda_build: FAILED to build against $TORCH_CUDA"; grep -E "error" "$WORK/build.log" | head -20; exit 1
@@ -29,6 +29,7 @@ info = divaext.build_info()
 assert info["cuda"] and info["cuda_kernels"] == "built", info
 for op in ("gram", "loo_rows", "loss_grad", "loo_grad", "vjp_gram", "vjp_rows", "val_rows"):
     assert "CUDA: registered" in torch._C._dispatch_dump(f"divaext::{op}"), op
-print("check_cuda_build: OK, CUDA ops built and registered against torch", torch.__version__)
+print("check_cuda_build: OK, CUDA ops built and registered against torch", torch.__version__,
+      "for architectures", info["cuda_archs"])
 PY
 rm -rf "$WORK"

@@ -20,8 +20,9 @@ def test_build_info():
     assert info["cuda_kernels"] in ("built", "compile-checked", "none")
     assert info["torch_built_against"].split("+")[0] == torch.__version__.split("+")[0]
     assert info["cuda"] == (info["cuda_kernels"] == "built")
-    assert set(torch.ops.divaext.__dir__()) >= {"gram", "loo_rows", "loss_grad", "loo_grad", "vjp_gram",
-                                                  "vjp_rows", "val_rows"}
+    # hasattr, not dir(): torch.ops lists an op only after its first lookup
+    assert all(hasattr(torch.ops.divaext, op) for op in
+               ("gram", "loo_rows", "loss_grad", "loo_grad", "vjp_gram", "vjp_rows", "val_rows"))
 
 
 def _nvcc():
@@ -46,3 +47,33 @@ def test_cuda_kernels_compile(cu, tmp_path):
 @pytest.mark.skipif(_nvcc() is None, reason="nvcc not installed")
 def test_build_compiled_the_cuda_kernels():
     assert divaext.build_info()["cuda_kernels"] in ("built", "compile-checked")
+
+
+# ---------------------------------------------------------------------------------------
+# which GPUs the built kernels run on (a pure function: testable without a GPU)
+
+
+@pytest.mark.parametrize("capability, archs, ok", [
+    ((9, 0), "90", True),                      # plain: machine code + PTX
+    ((9, 0), "80-real;90-real;90-virtual", True),
+    ((8, 6), "80-real", True),                 # sm_80 machine code runs on 8.6 (same major, newer minor)
+    ((8, 0), "86-real", False),                # … but not the other way round
+    ((8, 0), "90-real;90-virtual", False),     # an A100 with Hopper-only kernels: refused
+    ((10, 0), "80-real;90-real;90-virtual", True),  # PTX for 9.0 JIT-compiles on a newer GPU
+    ((10, 0), "90-real", False),               # machine code alone does not cross a major version
+    ((12, 0), "75-real;80-real;86-real;90-real;100-real;120-real;120-virtual", True),
+    ((9, 0), "90a-real", True),
+    ((7, 5), "", False),
+])
+def test_cuda_arch_compatibility(capability, archs, ok):
+    from divaext._cuda_archs import runs_on
+
+    assert runs_on(capability, archs) is ok
+
+
+def test_build_info_reports_the_architectures():
+    info = divaext.build_info()
+    if info["cuda_kernels"] == "none":
+        pytest.skip("built without nvcc: no CUDA architectures")
+    assert info["cuda_archs"] and all(part.split("-")[0].rstrip("af").isdigit()
+                                      for part in info["cuda_archs"].split(";"))

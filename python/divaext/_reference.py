@@ -1,7 +1,7 @@
 """Pure-PyTorch reference of the dataset derivative: the oracle in tests, the baseline in
 benchmarks.
 
-It follows the closed form of shared notes/math.md literally and lets autograd differentiate
+It follows the closed form of docs/math.md literally and lets autograd differentiate
 it: no streaming, no symmetry tricks, several n×d temporaries. It works in whatever dtype it
 is given (tests use float64; benchmarks use the dtype being benchmarked). Targets ``y`` are
 dense (n, k).

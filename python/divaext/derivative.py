@@ -55,6 +55,10 @@ def _check_device(x: torch.Tensor) -> None:
             f"(cuda_kernels={_C.cuda_kernels!r}); see divaext.build_info()")
     if x.device.type not in ("cpu", "cuda"):
         raise ValueError(f"divaext: unsupported device {x.device}; use CPU or CUDA tensors")
+    if x.device.type == "cuda":
+        from ._cuda_archs import check_device
+
+        check_device(x.device.index if x.device.index is not None else torch.cuda.current_device(), _C.cuda_archs)
 
 
 def _no_input_grad(**tensors) -> None:

@@ -1,7 +1,7 @@
 """Row-sharded dataset derivatives on torch.distributed.
 
 Every quantity of the derivative is either per row or a sum over rows of d×d / d×k terms
-(shared notes/math.md), so each rank passes its own rows to ``loo_derivative`` /
+(docs/math.md), so each rank passes its own rows to ``loo_derivative`` /
 ``val_derivative`` / ``loo_predictions`` with ``group=``, the sums are all-reduced between the
 passes and the per-row results stay on their rank: each rank gets its slice of the result on
 the concatenated data (up to floating-point summation order).
