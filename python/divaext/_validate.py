@@ -98,6 +98,7 @@ def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str
             raise ValueError(
                 f"divaext: {name} out of range: sample {bad} has label {int(y[bad])}, "
                 f"expected 0 <= label < {k}" + ("" if num_classes is None else " (num_classes)"))
+
         def too_large() -> ValueError:
             return ValueError(
                 f"divaext: {name}: sample {int(torch.argmax(y))} has label {hi}, so the (n, k) one-hot targets "

@@ -121,6 +121,12 @@ def _check_finite(t: torch.Tensor, what: str, lam: float) -> None:
                          "scale, lam or the weights are extreme); rescale the features or increase lam")
 
 
+def _check_loss_and_grad(group, loss: torch.Tensor, grad: torch.Tensor, lam: float) -> None:
+    """The loss (0-d, the same on every rank) and this rank's gradient are finite, or every
+    rank raises."""
+    D.agree(group, _check_finite, torch.cat([grad, loss.reshape(1).to(grad.dtype)]), "loss and its gradient", lam)
+
+
 def _backward(x, y, a, fac, f, h, g, block, group=None):
     """Backward passes A and B: ∂(Σ g·f)/∂a [n] for an upstream gradient g = ∂L/∂f [n,k]."""
     Ct, Pt, ge = ops.vjp_gram(x, y, a, f, h, g, fac.t, block)
@@ -182,7 +188,7 @@ class _LooDerivative(torch.autograd.Function):
         inv = 1.0 / total[1]
         grad = _pass_b(x, y, a, fac, f, h, ge.mul_(inv.to(ge.dtype)), _allreduce(Ct, group) * inv,
                        _allreduce(Pt, group) * inv, block)
-        D.agree(group, _check_finite, torch.cat([grad, total[:1].to(grad.dtype)]), "loss and its gradient", lam)
+        _check_loss_and_grad(group, total[0] / total[1], grad, lam)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(grad)
         return (total[0] / total[1]).to(x.dtype), grad
@@ -359,7 +365,7 @@ class _ValDerivative(torch.autograd.Function):
         fac = D.agree(group, _factor, _allreduce(M, group), _allreduce(B, group), lam, x.dtype)
         loss, W, P = _val_operands(fac, xv, yv, kind, wv, group)
         grad = ops.val_rows(x, y, W, P, block)
-        D.agree(group, _check_finite, torch.cat([grad, loss.reshape(1).to(grad.dtype)]), "loss and its gradient", lam)
+        _check_loss_and_grad(group, loss, grad, lam)
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(grad)
         return loss.to(x.dtype), grad

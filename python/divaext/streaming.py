@@ -37,8 +37,9 @@ import torch
 from . import _validate as V
 from . import distributed as D
 from ._ops import ops
-from .derivative import (Derivative, _allreduce, _check_device, _check_finite, _factor, _Factor, _first_order_only,
-                         _joint_num_classes, _loss_weights, _no_input_grad, _pass_b_operands, _val_operands)
+from .derivative import (Derivative, _allreduce, _check_device, _check_finite, _check_loss_and_grad, _factor, _Factor,
+                         _first_order_only, _joint_num_classes, _loss_weights, _no_input_grad, _pass_b_operands,
+                         _val_operands)
 
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
@@ -510,8 +511,7 @@ class _LossOfWeights(torch.autograd.Function):
 
 def _checked(inp: _Inputs, loss: torch.Tensor, grad: torch.Tensor, name: str) -> Derivative:
     """The Derivative of a streamed call, its loss and this rank's gradient checked finite."""
-    D.agree(inp.group, _check_finite, torch.cat([grad, loss.reshape(1).to(grad.dtype)]), "loss and its gradient",
-            inp.lam)
+    _check_loss_and_grad(inp.group, loss, grad, inp.lam)
     return Derivative(_LossOfWeights.apply(inp.weights, loss, grad, name), grad)
 
 
