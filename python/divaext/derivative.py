@@ -229,8 +229,10 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
         weights: (n,) non-negative sample weights a (default: all ones).
         lam: ridge strength > 0.
         group: process group of a sharded call (default None: one process). Sharded, the
-            backward pass is collective too: every rank must backpropagate, and each gets the
-            gradient of the sum of all ranks' losses w.r.t. its own weights.
+            backward pass is collective too: every rank must backpropagate (with gloo, a rank
+            that does not is named in an error on the others after ``DIVAEXT_RANK_TIMEOUT_S``
+            seconds), and each gets the gradient of the sum of all ranks' losses w.r.t. its own
+            weights.
     Returns:
         (n, k) tensor in the features' dtype, differentiable w.r.t. ``weights``.
     """

@@ -8,7 +8,7 @@ plus O(n·k + d²), whatever n is. The LOO derivative reads X three times (pass 
 fused; pass B), the validation derivative twice, LOO predictions twice (+ twice for backward).
 
 Sources (:func:`open_rows`): a ``.npy`` file path, a directory of ``.npy`` shards (rows
-concatenated in file-name order), a ``numpy.memmap``, an in-memory array or tensor, or a
+concatenated in natural file-name order: part2.npy before part10.npy), a ``numpy.memmap``, an in-memory array or tensor, or a
 re-iterable of row blocks: a list of arrays, or a function returning a fresh iterator of
 blocks (a generator function). File-backed sources are read with explicit reads into
 anonymous buffers, not through a memory map, so file pages never count towards the process's
@@ -586,7 +586,8 @@ def loo_predictions(source, labels, weights=None, *, lam: float = 1.0, num_class
                     block_rows: Optional[int] = None, device=None, group=None) -> torch.Tensor:
     """:func:`divaext.loo_predictions` on features streamed from ``source``: (n, k) on the
     compute device, differentiable w.r.t. ``weights`` (backward streams the features twice;
-    sharded, every rank must backpropagate)."""
+    sharded, every rank must backpropagate: with gloo, a rank that does not is named in an
+    error on the others after ``DIVAEXT_RANK_TIMEOUT_S`` seconds)."""
     inp = _Inputs(source, labels, weights, lam, num_classes, block_rows, device, group)
     f, _ = _StreamedLooPredictions.apply(inp.weights, inp)
     return f
