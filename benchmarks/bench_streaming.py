@@ -1,7 +1,7 @@
 """Out-of-core loo_derivative: features streamed from a .npy file on disk.
 
     python benchmarks/bench_streaming.py --rows 5000000 --dim 512 --compare-rows 1000000 \\
-        --dir /work/cache --distributed
+        --dir "${DIVAEXT_CACHE:-$HOME/.cache/divaext}" --distributed
 
 1. Writes (rows, dim) float32 features and (rows,) labels to DIR (block by block: the writer
    never holds the whole file), from the generator of bench_distributed.py.
@@ -121,7 +121,8 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--compare-rows", type=int, default=1_000_000)
     p.add_argument("--block-rows", type=int, default=None, help="default: divaext.streaming's (~8M elements)")
-    p.add_argument("--dir", default="/work/cache")
+    p.add_argument("--dir", default=os.environ.get("DIVAEXT_CACHE") or os.path.expanduser("~/.cache/divaext"),
+                   help="where the data files go (default $DIVAEXT_CACHE or ~/.cache/divaext; needs rows·dim·4 bytes)")
     p.add_argument("--distributed", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the data files")
     p.add_argument("--repeat", type=int, default=1,

@@ -61,7 +61,7 @@ def test_build_compiled_the_cuda_kernels():
     ((8, 0), "90-real;90-virtual", False),     # an A100 with Hopper-only kernels: refused
     ((10, 0), "80-real;90-real;90-virtual", True),  # PTX for 9.0 JIT-compiles on a newer GPU
     ((10, 0), "90-real", False),               # machine code alone does not cross a major version
-    ((12, 0), "75-real;80-real;86-real;90-real;100-real;120-real;120-virtual", True),
+    ((12, 0), "75-real,80-real,86-real,90-real,100-real,120-real,120-virtual", True),
     ((9, 0), "90a-real", True),
     ((7, 5), "", False),
 ])
@@ -76,4 +76,4 @@ def test_build_info_reports_the_architectures():
     if info["cuda_kernels"] == "none":
         pytest.skip("built without nvcc: no CUDA architectures")
     assert info["cuda_archs"] and all(part.split("-")[0].rstrip("af").isdigit()
-                                      for part in info["cuda_archs"].split(";"))
+                                      for part in info["cuda_archs"].split(","))

@@ -1,6 +1,6 @@
 """Which GPUs the compiled CUDA kernels run on, from the architectures they were built for
-(``build_info()["cuda_archs"]``, CMake syntax: ``80-real;90-real;90-virtual``, or plain
-``90`` = machine code and PTX)."""
+(``build_info()["cuda_archs"]``: CMake's syntax with commas, ``80-real,90-real,90-virtual``;
+a plain ``90`` is machine code and PTX)."""
 from __future__ import annotations
 
 import functools
