@@ -243,3 +243,14 @@ def test_workflows_take_class_names_and_give_them_back():
     table = ext.to_dataframe(ids=[f"p{i}" for i in range(100)])
     assert list(table.columns) == ["rank", "pool_index", "round", "id"] and len(table) == len(ext.order)
     assert (table["id"] == [f"p{i}" for i in table["pool_index"]]).all()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_reweight_auto_on_tiny_data_never_fails(seed):
+    # a candidate step can zero a whole fold's weights: that candidate predicts nothing, the
+    # selection goes on (before: "Xᵀ diag(weights) X is zero … pass an explicit grid")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (6,), generator=g)
+    res = reweight(x, y)
+    assert res.weights.shape == (6,) and bool(torch.isfinite(res.weights).all()) and res.note

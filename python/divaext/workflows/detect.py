@@ -133,7 +133,8 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
         xv, yv = C.validation_pair(val_features, val_labels, x)
         icpt = C.check_flag(intercept, "intercept")
         if rule == "auto":
-            class_labels(y)
+            y_idx = class_labels(y)
+            LQ.check_num_classes(num_classes or (int(y_idx.max()) + 1 if y_idx.numel() else 0))
         return C.with_intercept(x, icpt), y, C.weights_like(weights, x), C.with_intercept(xv, icpt), yv
 
     x, y, a, xv, yv = D.agree(group, prepare)
@@ -153,7 +154,8 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
         quality = C.cpu(LQ.label_quality(p, y)).to(x.dtype)
         pred_p, pred = (C.cpu(t) for t in p.max(1))
         pred_p = pred_p.to(x.dtype)
-        num_issues = LQ.estimate_num_issues(p, y, k, group)
+        # with an explicit rule the count is extra information, skipped where its tables are too big
+        num_issues = LQ.estimate_num_issues(p, y, k, group) if k <= LQ.MAX_CLASSES else None
     if rule == "auto":
         cut = _cut_for_count(scores, num_issues, group)
     elif rule == "top_k":

@@ -117,6 +117,19 @@ def _issue_counts(joint: torch.Tensor, label_counts: torch.Tensor) -> torch.Tens
     return m
 
 
+# The confident joint and the per-cell cuts are dense k × k tables (a few of them in float64):
+# beyond this many classes they would take gigabytes.
+MAX_CLASSES = 4096
+
+
+def check_num_classes(k: int) -> None:
+    if k > MAX_CLASSES:
+        raise ValueError(
+            f"divaext: the automatic count of wrong labels builds k × k tables, and k = {k} classes (the largest "
+            f"label + 1) is more than {MAX_CLASSES}; if the labels are ids rather than indices 0..k−1, map them "
+            "with divaext.labels.encode_labels; else flag by eps= or top_k=")
+
+
 def find_issues(probs: torch.Tensor, y: torch.Tensor, num_classes: int, group=None) -> torch.Tensor:
     """(n,) bool: confident learning's label issues ("prune by noise rate").
 
@@ -126,6 +139,7 @@ def find_issues(probs: torch.Tensor, y: torch.Tensor, num_classes: int, group=No
     (k, k) all-reduce per step, so shards need not exchange rows.
     """
     k = num_classes
+    check_num_classes(k)
     p, y = probs.double(), y.long()
     onehot = torch.nn.functional.one_hot(y, k).double()
     label_counts = C.global_sum_vec(onehot.sum(0), group).cpu()

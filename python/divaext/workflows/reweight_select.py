@@ -47,6 +47,8 @@ def ridge_correct(x, y, a, xe, ye, k: int, lam) -> torch.Tensor:
     """(m,) bool: which of (xe, ye) weighted ridge regression on one-hot targets, fitted to
     (x, y, a) at ``lam`` (``"auto"``: chosen by LOO error with these weights), gets right.
     x (n, d), y (n,) int64, a (n,), xe (m, d), ye (m,)."""
+    if not bool((a > 0).any()):  # a recipe that removed every sample predicts nothing
+        return torch.zeros(xe.shape[0], dtype=torch.bool, device=xe.device)
     if lam == "auto":
         lam = select_lambda(x, y, a, num_classes=k).lam
     onehot = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device).scatter_(1, y[:, None], 1.0)
@@ -86,6 +88,7 @@ def _candidates(loss, step_size):
 def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, step_size, folds: int, seed: int,
                      xv=None, yv=None, lw=None, mask=None, progress: bool = False) -> ReweightResult:
     y = class_labels(y)
+    k = k or int(y.max()) + 1
     max_steps = steps or MAX_STEPS
     cands = _candidates(loss, step_size)
     wins = {}  # (loss, size, steps) -> [(b, c, m) per fold]: right only with it, only without, held-out size
