@@ -50,7 +50,11 @@ def test_matches_one_solve_property(n, d, k, seed, log_lam):
     f = divaext.loo_predictions(x, y, lam=lam, num_classes=k)
     target = torch.nn.functional.one_hot(y, k).double()
     assert float(res.losses[0]) == pytest.approx(float(R.loss(f, target, "ce")), rel=1e-9)
-    assert float(res.errors[0]) == pytest.approx(float((f.argmax(1) != y).double().mean()), abs=1e-12)
+    # Error rates may differ by samples whose two largest LOO outputs are a near-tie: with d ≈ n
+    # and small λ the LOO step divides by 1 − a·h ≈ 0 and amplifies the two paths' rounding.
+    top2 = f.topk(2, dim=1).values
+    near_ties = int(((top2[:, 0] - top2[:, 1]) <= 1e-6 * float(f.abs().max())).sum())
+    assert abs(float(res.errors[0]) - float((f.argmax(1) != y).double().mean())) <= near_ties / n + 1e-12
 
 
 def test_picks_the_argmin():
