@@ -95,6 +95,11 @@ def _scenarios(rank, npy_path):
 
     # The workflows on shards: Σa and max|g| are taken over all ranks.
     run("detect", lambda: tuple(divaext.detect(x[s:e], y[s:e], weights=a[s:e], lam=0.7, group="default")[:3]))
+    # the automatic cut's pieces: temperature and confident-learning count over both ranks
+    run("detect_auto", lambda: (lambda r: (r.label_quality, r.predicted_label, torch.tensor([r.num_issues]),
+                                           torch.tensor([r.settings["temperature"]])))(
+        divaext.detect(x[s:e], y[s:e], weights=a[s:e], lam=0.7, group="default")))
+    run("probs", lambda: (divaext.loo_pred_probs(x[s:e], y[s:e], a[s:e], lam=0.7, group="default").probs,))
     run("reweight", lambda: (divaext.reweight(x[s:e], y[s:e], select=None, lam=0.7, loss="ce", steps=2,
                                               group="default").weights,))
     run("reweight_empty", lambda: (divaext.reweight(x[z0:z1], y[z0:z1], select=None, lam=0.7, loss="ce", steps=2,
@@ -301,6 +306,13 @@ def test_detect_and_reweight_on_shards_match_single_process(ranks):
             assert torch.equal(got, det[i])
         else:
             _close(got, det[i])
+    torch.testing.assert_close(_cat(ranks, "detect_auto", 0), det.label_quality)
+    assert torch.equal(_cat(ranks, "detect_auto", 1), det.predicted_label)
+    for r in ranks:  # the count and the temperature are global: the same on every rank
+        assert int(r["detect_auto"][2]) == det.num_issues
+        # Newton stops at a gradient of ~1e-12 of the NLL: summation order moves T by ~1e-8
+        assert float(r["detect_auto"][3]) == pytest.approx(det.settings["temperature"], rel=1e-6)
+    _close(_cat(ranks, "probs", 0), divaext.loo_pred_probs(x, y, a, lam=0.7).probs)
     _close(_cat(ranks, "reweight", 0), divaext.reweight(x, y, select=None, lam=0.7, loss="ce", steps=2).weights)
     _close(_cat(ranks, "reweight_empty", 0), divaext.reweight(x, y, select=None, lam=0.7, loss="ce", steps=2).weights)
 
