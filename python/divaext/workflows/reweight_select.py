@@ -21,11 +21,12 @@ from typing import List, Optional
 
 import torch
 
+from .. import _validate as V
 from .._ops import ops
 from . import _common as C
 from .probs import class_labels
 from .reweight import ReweightResult, gradient_steps
-from .select_lambda import select_lambda
+from .select_lambda import search, select_lambda
 
 # The recipes tried: each (loss, step size) walks one path of up to MAX_STEPS steps, so a
 # fold costs len(RECIPES) · MAX_STEPS derivatives. Large steps of "ce" remove mislabeled
@@ -49,12 +50,14 @@ def ridge_correct(x, y, a, xe, ye, k: int, lam) -> torch.Tensor:
     x (n, d), y (n,) int64, a (n,), xe (m, d), ye (m,)."""
     if not bool((a > 0).any()):  # a recipe that removed every sample predicts nothing
         return torch.zeros(xe.shape[0], dtype=torch.bool, device=xe.device)
-    if lam == "auto":
-        lam = select_lambda(x, y, a, num_classes=k).lam
     onehot = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device).scatter_(1, y[:, None], 1.0)
-    M, B = ops.gram(x, a, onehot, 0)  # float64 (d, d), (d, k)
-    M.diagonal().add_(lam)
-    W = torch.linalg.solve(M, B)  # (d, k)
+    if lam == "auto":  # the λ search's eigendecomposition also gives the weights: one Gram pass
+        found = search(x, onehot, a, torch.ones_like(a), None, "error", V.LOSSES["ce"])
+        W = found.weights(found.result.lam)
+    else:
+        M, B = ops.gram(x, a, onehot, 0)  # float64 (d, d), (d, k)
+        M.diagonal().add_(lam)
+        W = torch.linalg.solve(M, B)  # (d, k)
     return (xe.double() @ W).argmax(1) == ye
 
 

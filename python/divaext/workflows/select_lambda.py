@@ -74,8 +74,27 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
         raise ValueError("divaext: loss_weights are all zero; the mean loss is undefined")
     if criterion not in _CRITERIA:
         raise ValueError(f"divaext: unknown criterion {criterion!r}; choose one of {list(_CRITERIA)}")
-    kind = V.check_loss(loss)
+    return search(x, y, a, w, grid, criterion, V.check_loss(loss)).result
 
+
+class _Search(NamedTuple):
+    """A λ search and the eigendecomposition it used: Xᵀ diag(a) X = V diag(s) Vᵀ and
+    B = Xᵀ diag(a) Y, so the ridge weights at any λ are V diag(1/(s + λ)) Vᵀ B."""
+
+    result: LambdaResult
+    s: torch.Tensor  # (d,) float64
+    vec: torch.Tensor  # (d, d) float64
+    B: torch.Tensor  # (d, k) float64
+
+    def weights(self, lam: float) -> torch.Tensor:
+        """(d, k) float64 ridge weights at ``lam``, from the same decomposition."""
+        return self.vec @ ((self.vec.T @ self.B) / (self.s + lam)[:, None])
+
+
+def search(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, grid, criterion: str,
+           kind: int) -> _Search:
+    """:func:`select_lambda` on checked inputs: x (n, d), y (n, k) targets in x's dtype,
+    a and w (n,) weights, ``kind`` the loss code."""
     M, B = ops.gram(x, a, y, 0)  # float64 (d, d), (d, k)
     s, vec = torch.linalg.eigh(M)
     s = s.clamp_min(0)  # round-off can make zero eigenvalues slightly negative
@@ -121,7 +140,7 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
         raise ValueError("divaext: the LOO predictions are undefined for every lam of the grid "
                          "(some sample dominates its own fit); use larger lam values")
     lams = lams.cpu()
-    return LambdaResult(_choose(lams, errors, losses, criterion), lams, errors, losses)
+    return _Search(LambdaResult(_choose(lams, errors, losses, criterion), lams, errors, losses), s, vec, B)
 
 
 def _per_sample_loss(f: torch.Tensor, y: torch.Tensor, kind: int, wrong: torch.Tensor) -> torch.Tensor:
