@@ -93,6 +93,9 @@ def _scenarios(rank, npy_path):
         streaming.open_rows(npy_path, z0, z1), y[z0:z1], a[z0:z1], xv[vs:ve], yv[vs:ve], lam=0.7,
         group="default")))
 
+    run("paths", lambda: _every_path(x[s:e], y[s:e], a[s:e], w[s:e], xv[vs:ve], yv[vs:ve],
+                                     streaming.open_rows(npy_path, s, e), group="default"))
+
     # The workflows on shards: Σa and max|g| are taken over all ranks.
     run("detect", lambda: tuple(divaext.detect(x[s:e], y[s:e], weights=a[s:e], lam=0.7, group="default")[:3]))
     # the automatic cut's pieces: temperature and confident-learning count over both ranks
@@ -148,6 +151,25 @@ def _scenarios(rank, npy_path):
                                                                      lam=0.7, group="default")))
     run("after_faults", lambda: tuple(divaext.loo_derivative(x[s:e], y[s:e], a[s:e], lam=0.7,
                                                              loss_weights=w[s:e], group="default")))
+    return out
+
+
+def _every_path(x, y, a, w, xv, yv, source, group=None):
+    """name -> (loss or predictions, grad) of the three functions on these rows, in memory and
+    streamed from ``source`` in blocks of 7 rows: the same plan over two sources of rows."""
+    out = {}
+    for where, fns in (("memory", divaext), ("stream", streaming)):
+        rows = {"memory": x, "stream": source}[where]
+        blocks = {} if where == "memory" else {"block_rows": 7}
+        for loss in ("mse", "ce", "ce_misclassified"):
+            out[f"{where}/loo/{loss}"] = tuple(fns.loo_derivative(rows, y, a, lam=0.7, loss=loss, loss_weights=w,
+                                                                  group=group, **blocks))
+        out[f"{where}/val"] = tuple(fns.val_derivative(rows, y, a, xv, yv, lam=0.7, loss="ce_misclassified",
+                                                       group=group, **blocks))
+        aa = a.clone().requires_grad_(True)
+        f = fns.loo_predictions(rows, y, aa, lam=0.7, group=group, **blocks)
+        f.pow(3).sum().backward()
+        out[f"{where}/pred"] = (f.detach(), aa.grad)
     return out
 
 
@@ -268,6 +290,27 @@ def test_streamed_rank_with_zero_rows_and_sharded_validation(ranks):
     assert ranks[1]["stream_empty_val"][1].shape == (0,)
     _close(ranks[0]["stream_empty_val"][1], ref.grad)
     _close(ranks[1]["stream_empty_val"][0], ref.loss)
+
+
+def test_in_memory_streamed_and_sharded_paths_agree(ranks, tmp_path):
+    """One plan, four sources of the same rows: in memory or streamed, on one process or as two
+    uneven shards. Loss and gradient of every function agree to summation order."""
+    x, y, a, w, xv, yv = _data()
+    np.save(tmp_path / "x.npy", x.numpy())
+    single = _every_path(x, y, a, w, xv, yv, streaming.open_rows(str(tmp_path / "x.npy")))
+    reference = single["memory/loo/ce"]
+    assert float(reference[1].abs().max()) > 0
+    for name, (value, grad) in single.items():
+        sharded = [r["paths"][name] for r in ranks]
+        ref_value, ref_grad = single[name.replace("stream/", "memory/")]
+        _close(value, ref_value)  # streamed == in memory, one process
+        _close(grad, ref_grad)
+        _close(torch.cat([g for _, g in sharded]), ref_grad)  # sharded == one process
+        if value.dim() == 0:  # the loss: the global mean on every rank
+            for v, _ in sharded:
+                _close(v, ref_value)
+        else:
+            _close(torch.cat([v for v, _ in sharded]), ref_value)
 
 
 # ---------------------------------------------------------------------------------------

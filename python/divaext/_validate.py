@@ -59,13 +59,14 @@ def _pandas_to_numpy(x, name: str) -> np.ndarray:
     return values
 
 
-def check_features(x, name: str = "features") -> torch.Tensor:
+def check_features(x, name: str = "features", sharded: bool = False) -> torch.Tensor:
+    """(n, d) float32/float64 features. A shard of a sharded call (``sharded``) may hold 0 rows."""
     x = as_tensor(x, name)
     if x.dim() != 2:
         raise ValueError(f"divaext: {name} must be 2-D (n, d), got shape {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"divaext: {name} must be float32 or float64, got {x.dtype}")
-    if x.shape[0] == 0:
+    if x.shape[0] == 0 and not (sharded and x.shape[1] > 0):
         raise ValueError(f"divaext: {name} is empty (0 samples)")
     if x.shape[1] == 0:
         raise ValueError(f"divaext: {name} has 0 feature dimensions")
@@ -77,10 +78,16 @@ def check_features(x, name: str = "features") -> torch.Tensor:
 _MAX_ONE_HOT = 1 << 34
 
 
-def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str = "labels") -> torch.Tensor:
-    """int class indices (n,) -> one-hot (n, k) in x's dtype; float (n, k) targets pass through."""
+def check_targets(labels, x, num_classes: Optional[int], name: str = "labels", sharded: bool = False) -> torch.Tensor:
+    """int class indices (n,) -> one-hot (n, k) in x's dtype; float (n, k) targets pass through.
+
+    ``x``: the features, or anything with their ``shape``, ``dtype`` and ``device`` (the rows of a
+    stream). On a 0-row shard (``sharded``), 0 class indices give (0, num_classes or 0) targets.
+    """
     y = as_tensor(labels, name)
     n = x.shape[0]
+    if sharded and n == 0 and y.dim() == 1 and y.shape[0] == 0 and not y.is_floating_point():
+        return torch.zeros(0, num_classes or 0, dtype=x.dtype, device=x.device)
     if y.device != x.device:
         raise ValueError(f"divaext: {name} are on {y.device} but the features are on {x.device}")
     if y.dim() == 1:
@@ -130,7 +137,8 @@ def check_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str
     raise ValueError(f"divaext: {name} must be (n,) class indices or (n, k) targets, got shape {tuple(y.shape)}")
 
 
-def check_weights(weights, x: torch.Tensor, name: str = "weights") -> torch.Tensor:
+def check_weights(weights, x, name: str = "weights") -> torch.Tensor:
+    """(n,) non-negative finite weights in x's dtype, on its device (default: all ones)."""
     n = x.shape[0]
     if weights is None:
         return torch.ones(n, dtype=x.dtype, device=x.device)
@@ -149,6 +157,15 @@ def check_weights(weights, x: torch.Tensor, name: str = "weights") -> torch.Tens
         bad = int(torch.nonzero(a < 0)[0, 0])
         raise ValueError(f"divaext: {name} must be non-negative; sample {bad} has weight {float(a[bad])}")
     return a
+
+
+def check_loss_weights(weights, x, name: str = "loss_weights", sharded: bool = False) -> torch.Tensor:
+    """Loss weights like sample weights; their sum must be positive (sharded: the all-reduced
+    sum, checked later by ``distributed.check_total_weight``, since one shard may be all zero)."""
+    w = check_weights(weights, x, name=name)
+    if not sharded and not bool((w > 0).any()):
+        raise ValueError(f"divaext: {name} are all zero; the mean loss is undefined")
+    return w
 
 
 def check_block_rows(block_rows) -> Optional[int]:
@@ -176,7 +193,7 @@ def check_loss(loss: str) -> int:
     return LOSSES[loss]
 
 
-def check_same(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
+def check_same(x, other: torch.Tensor, name: str) -> None:
     if other.device != x.device:
         raise ValueError(f"divaext: {name} are on {other.device} but the features are on {x.device}")
     if other.dtype != x.dtype:

@@ -156,11 +156,11 @@ class ShardSpec(NamedTuple):
     settings: Tuple = ()
 
 
-def spec_of(x: torch.Tensor, y: torch.Tensor, labels, **settings) -> ShardSpec:
-    """The spec of validated features ``x`` [n,d] and targets ``y`` [n,k] built from ``labels``,
+def spec_of(x, y: torch.Tensor, classes: bool, **settings) -> ShardSpec:
+    """The spec of validated features ``x`` [n,d] (or a stream's rows: anything with their
+    shape, dtype and device) and targets ``y`` [n,k], built from class indices if ``classes``,
     with the call's scalar ``settings``."""
-    classes = getattr(labels, "ndim", None) == 1  # checked already: a tensor or an array
-    return ShardSpec(int(x.shape[0]), int(x.shape[1]), str(x.dtype), x.device.type, classes, int(y.shape[1]),
+    return ShardSpec(int(x.shape[0]), int(x.shape[1]), str(x.dtype), x.device.type, bool(classes), int(y.shape[1]),
                      tuple(sorted(settings.items())))
 
 
@@ -213,22 +213,6 @@ def widen(y: torch.Tensor, k: Optional[int]) -> torch.Tensor:
     if k is None or y.shape[1] == k:
         return y
     return torch.nn.functional.pad(y, (0, k - y.shape[1]))
-
-
-def check_shard_features(features, name: str = "features") -> torch.Tensor:
-    """Like the single-process check, but a shard may hold 0 rows."""
-    x = V.as_tensor(features, name)
-    if x.dim() == 2 and x.shape[0] == 0 and x.shape[1] > 0 and x.dtype in (torch.float32, torch.float64):
-        return x
-    return V.check_features(x, name)
-
-
-def check_shard_targets(labels, x: torch.Tensor, num_classes: Optional[int], name: str = "labels") -> torch.Tensor:
-    """Like the single-process check, but 0 class indices on a 0-row shard give [0, num_classes or 0]."""
-    y = V.as_tensor(labels, name)
-    if x.shape[0] == 0 and y.dim() == 1 and y.shape[0] == 0 and not y.is_floating_point():
-        return torch.zeros(0, num_classes or 0, dtype=x.dtype, device=x.device)
-    return V.check_targets(y, x, num_classes, name)
 
 
 def check_total_weight(total: torch.Tensor, name: str) -> None:

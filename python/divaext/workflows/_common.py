@@ -14,14 +14,15 @@ import torch
 
 from .. import _validate as V
 from .. import distributed as D
-from ..derivative import Derivative, _check_device, loo_derivative, val_derivative
+from ..derivative import Derivative, loo_derivative, val_derivative
+from ..inputs import check_device as _check_device
 
 
 def features(x, name: str = "features", group=None) -> torch.Tensor:
     """Checked (n, d) float32/float64 tensor on a supported device (numpy arrays are wrapped).
     NaN/Inf are reported by the derivative's first pass (naming the row) without an n×d mask.
     A shard of a distributed call (``group`` set) may hold 0 rows."""
-    x = V.check_features(x, name) if group is None else D.check_shard_features(x, name)
+    x = V.check_features(x, name, sharded=group is not None)
     _check_device(x)
     return x
 

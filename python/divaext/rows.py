@@ -1,0 +1,108 @@
+"""The rows the passes read, and how one pass runs over them.
+
+Every pass of the derivative is one op (csrc/ops.cpp) over the rows of X whose outputs are either
+per row or sums over rows (docs/math.md). So the same plan serves three sources of rows:
+an in-memory tensor (one block: the op walks it in blocks itself), a stream of blocks from disk
+(per-row outputs written into their rows, sums added over blocks) and a shard of a process group
+(sums all-reduced between the passes, per-row outputs kept on their rank) — or a stream that is
+a shard. :class:`Rows` is that source; :meth:`Rows.run` is the only place a pass is run.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import distributed as D
+from ._ops import ops
+
+ROW, SUM = "row", "sum"
+
+# What each output of a pass op is: ROW, one value (or one row) per row of X, kept where its row
+# is; SUM, a sum over rows, added over blocks and all-reduced over ranks (all float64).
+OUTPUTS = {
+    "gram": (SUM, SUM),  # M [d,d], B [d,k]
+    "loo_rows": (ROW, ROW),  # f [n,k], h [n]
+    "loo_grad": (ROW, ROW, ROW, SUM, SUM, SUM),  # f, h, ge = g·e; Σ w ℓ, C̃ [d,d], P̃ [d,k]
+    "vjp_gram": (SUM, SUM, ROW),  # C̃, P̃; ge
+    "vjp_rows": (ROW,),  # ∂L/∂a [n]
+    "val_rows": (ROW,),  # ∂L_val/∂a [n]
+}
+
+# A row kernel names a row of its block; in a stream that is another row of the source.
+_ROW_NUMBER = re.compile(r"\b(row|sample) (\d+)")
+
+
+class Rows:
+    """The features as the passes read them: ``blocks``, a re-iterable of (first row, block
+    [b,d] on ``device``) covering rows 0..n-1 of this process, and ``group``, the process group
+    whose other ranks hold the other rows (None: one process).
+
+    Like a tensor it has ``shape`` (n, d), ``dtype`` and ``device``, which is all the input
+    checks need of the features. ``op_block_rows`` is the block size each op call uses inside
+    its block (0: the op's default).
+    """
+
+    def __init__(self, blocks: Iterable[Tuple[int, torch.Tensor]], n: int, d: int, dtype: torch.dtype,
+                 device: torch.device, group=None, op_block_rows: int = 0):
+        self.blocks, self.shape, self.dtype, self.device = blocks, (int(n), int(d)), dtype, device
+        self.group, self.op_block_rows = group, op_block_rows
+
+    @classmethod
+    def of_tensor(cls, x: torch.Tensor, group=None) -> "Rows":
+        """An in-memory tensor: one block, walked in blocks by the op itself (no copy of X)."""
+        return cls([(0, x)], x.shape[0], x.shape[1], x.dtype, x.device, group)
+
+    def __repr__(self) -> str:
+        return f"Rows(n={self.shape[0]}, d={self.shape[1]}, dtype={self.dtype}, device={self.device})"
+
+    def agree(self, fn, *args):
+        """``fn(*args)``; if it raises on any rank, it raises on every rank (see distributed.agree)."""
+        return D.agree(self.group, fn, *args)
+
+    def allreduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of ``t`` over the ranks (``t`` itself on one process)."""
+        return t if self.group is None else D.allreduce_sum(t, self.group)
+
+    def run(self, op: str, row_args: Sequence[torch.Tensor], *consts):
+        """One pass: ``ops.<op>(xb, *(r[s:e] for r in row_args), *consts, op_block_rows)`` for
+        every block. Returns the op's outputs: ROW ones for this process's rows, SUM ones summed
+        over every row of every rank (one all-reduce for all of them). A failure on any rank
+        (bad rows, an unreadable file) raises on every rank."""
+        kinds = OUTPUTS[op]
+        outs = self.agree(self._local_pass, getattr(ops, op), kinds, row_args, consts)
+        sums = [i for i, kind in enumerate(kinds) if kind is SUM]
+        if self.group is not None and sums:
+            flat = self.allreduce(torch.cat([outs[i].reshape(-1) for i in sums]))
+            for i, part in zip(sums, flat.split([outs[i].numel() for i in sums])):
+                outs[i] = part.view_as(outs[i])
+        return tuple(outs) if len(outs) > 1 else outs[0]
+
+    def _local_pass(self, op, kinds, row_args, consts) -> List[torch.Tensor]:
+        n = self.shape[0]
+        outs: List[Optional[torch.Tensor]] = [None] * len(kinds)
+        blocks = iter(self.blocks)
+        try:
+            for s, xb in blocks:
+                e = s + xb.shape[0]
+                try:
+                    got = op(xb, *(r[s:e] for r in row_args), *consts, self.op_block_rows)
+                except ValueError as err:  # the op numbers rows within the block: number them in X
+                    if s == 0:
+                        raise
+                    msg = _ROW_NUMBER.sub(lambda m: f"{m.group(1)} {int(m.group(2)) + s}", str(err))
+                    raise ValueError(msg) from err
+                got = got if isinstance(got, tuple) else (got,)
+                for i, (kind, o) in enumerate(zip(kinds, got)):
+                    if kind is SUM:
+                        outs[i] = o if outs[i] is None else outs[i].add_(o)
+                    elif e - s == n:  # the block is all the rows: keep the op's output
+                        outs[i] = o
+                    else:
+                        if outs[i] is None:
+                            outs[i] = o.new_empty((n, *o.shape[1:]))
+                        outs[i][s:e] = o
+        finally:  # stops a stream's reader thread, on errors too
+            getattr(blocks, "close", lambda: None)()
+        return outs
