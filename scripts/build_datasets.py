@@ -33,11 +33,12 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import importlib.util
+import importlib
 import os
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,11 +72,12 @@ def _load_features_module():
 
         return features
     except Exception:
-        path = REPO / "python" / "divaext" / "features.py"
-        spec = importlib.util.spec_from_file_location("divaext_features", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
+        # features and its helper modules need no compiled code: import them from the source
+        # tree under a stand-in parent package, so that their relative imports resolve
+        stub = types.ModuleType("_divaext_src")
+        stub.__path__ = [str(REPO / "python" / "divaext")]
+        sys.modules.setdefault("_divaext_src", stub)
+        return importlib.import_module("_divaext_src.features")
 
 
 F = _load_features_module()

@@ -1,8 +1,9 @@
 """Fast tests for divaext.features (tiny torch modules, no pretrained weights)."""
 
-import importlib.util
+import importlib
 import os
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -10,24 +11,25 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-FEATURES_PY = REPO / "python" / "divaext" / "features.py"
 TREC_NPZ = REPO / "python" / "divaext" / "data" / "trec_minilm.npz"
 
 
-def _load_features():
+def _load(module: str):
+    """``divaext.<module>``; when the package is not importable yet (no compiled core), the
+    module from the source tree, its relative imports resolved there (the feature helpers
+    need no compiled code)."""
     try:
-        from divaext import features
-
-        return features
+        return importlib.import_module(f"divaext.{module}")
     except Exception:
-        # package not importable yet: load the module straight from its file
-        spec = importlib.util.spec_from_file_location("_divaext_features_under_test", FEATURES_PY)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
+        stub = types.ModuleType("_divaext_src")
+        stub.__path__ = [str(REPO / "python" / "divaext")]
+        sys.modules.setdefault("_divaext_src", stub)
+        return importlib.import_module(f"_divaext_src.{module}")
 
 
-F = _load_features()
+F = _load("features")
+FC = _load("features_cache")
+progress = _load("_progress")
 
 
 class CountingNet(torch.nn.Module):
@@ -89,7 +91,7 @@ def test_cache_written_and_reused(images, tmp_path):
     net = CountingNet()
     a = F.embed_images(net, images, batch_size=10, cache=cache, progress=False)
     assert cache.exists() and net.calls == 4
-    assert not [p for p in cache.parent.iterdir() if p.name.startswith(".tmp-")]  # atomic write
+    assert not [p for p in cache.parent.iterdir() if p.name.startswith(".")]  # atomic write: no temporary left
     np.testing.assert_array_equal(np.load(cache), a.numpy())
     b = F.embed_images(net, images, batch_size=10, cache=cache, progress=False)
     assert net.calls == 4  # loaded from cache, model not called
@@ -169,8 +171,8 @@ def test_text_cache_is_keyed_by_the_texts_and_the_model(tmp_path):
     with pytest.warns(RuntimeWarning, match="recomputing"):
         F.embed_texts(m, ["ccc", "d"], cache=cache, progress=False, normalize=True)  # a setting changed
     assert m.calls == 3
-    assert F.cache_key("texts", F._model_key("minilm")) == F.cache_key("texts", F._model_key("all-MiniLM-L6-v2"))
-    assert F.cache_key("texts", F._model_key("minilm")) != F.cache_key("texts", F._model_key("other-model"))
+    assert FC.cache_key("texts", FC.model_key("minilm")) == FC.cache_key("texts", FC.model_key("all-MiniLM-L6-v2"))
+    assert FC.cache_key("texts", FC.model_key("minilm")) != FC.cache_key("texts", FC.model_key("other-model"))
 
 
 def test_image_cache_is_keyed_by_the_images_and_the_weights(images, tmp_path):
@@ -193,11 +195,11 @@ def test_progress_with_unknown_total_shows_no_fake_total():
     """extend's rounds run over range(pool size) but stop early: the bar must not take that
     length as its total (it showed an ETA of hours for nine rounds)."""
     pytest.importorskip("tqdm")
-    bar = F._progress(range(10_000), None, True, "extend")
+    bar = progress.progress_bar(range(10_000), None, True, "extend")
     assert bar.total is None
     assert next(iter(bar)) == 0
     bar.close()
-    assert F._progress(range(5), 5, True, "x").total == 5
+    assert progress.progress_bar(range(5), 5, True, "x").total == 5
 
 
 def test_missing_optional_dependency_message(monkeypatch):

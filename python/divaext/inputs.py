@@ -16,6 +16,7 @@ from . import _validate as V
 from . import distributed as D
 from ._ops import _C
 from .blocks import BlockStream
+from .labels import class_count
 from .rows import Rows
 from .sources import open_rows
 
@@ -191,7 +192,5 @@ def joint_num_classes(labels, val_labels) -> Optional[int]:
     """max + 1 over both sets of class indices (a shard's empty set counts for nothing)."""
     ints = [V.as_tensor(l, "labels") for l in (labels, val_labels)]
     if all(t.dim() == 1 and not t.is_floating_point() for t in ints):
-        maxima = [int(t.max()) for t in ints if t.numel()]
-        if maxima:
-            return max(maxima) + 1
+        return class_count(*ints) or None
     return None

@@ -19,7 +19,7 @@ import torch
 
 from . import _validate as V
 
-__all__ = ["encode_labels", "decode_labels"]
+__all__ = ["encode_labels", "decode_labels", "class_count"]
 
 
 def encode_labels(labels, *, classes=None, name: str = "labels") -> Tuple[torch.Tensor, Optional[np.ndarray]]:
@@ -88,6 +88,14 @@ def decode_labels(codes, classes) -> np.ndarray:
         bad = c[(c < 0) | (c >= len(classes))].flat[0]
         raise ValueError(f"divaext: code {int(bad)} is out of range for {len(classes)} classes")
     return classes[c]
+
+
+def class_count(*label_sets) -> int:
+    """The number of classes that (n,) class-index label sets (tensors or arrays) imply
+    together: their largest index + 1, so that the codes of every set fit one k. An empty set
+    (a shard's, say) or None counts for nothing; 0 when nothing is left."""
+    sizes = ((t, t.numel() if isinstance(t, torch.Tensor) else np.size(t)) for t in label_sets if t is not None)
+    return max((int(t.max()) + 1 for t, size in sizes if size), default=0)
 
 
 def _tidy_objects(values: np.ndarray, name: str) -> np.ndarray:

@@ -16,6 +16,7 @@ from .. import _validate as V
 from .. import distributed as D
 from ..derivative import Derivative, loo_derivative, val_derivative
 from ..inputs import check_device as _check_device
+from ..labels import class_count, encode_labels
 
 
 def features(x, name: str = "features", group=None) -> torch.Tensor:
@@ -33,8 +34,6 @@ def encode(labels, name: str = "labels", classes=None, group=None):
     pass through with ``classes`` None (or the given ``classes``)."""
     if isinstance(labels, torch.Tensor) and classes is None:
         return labels, None
-    from ..labels import encode_labels
-
     codes, names = encode_labels(labels, classes=classes, name=name)
     if names is not None and group is not None:
         raise ValueError(f"divaext: {name} are class names; on row shards every rank must map them to the same "
@@ -98,7 +97,7 @@ def num_classes_of(num_classes: Optional[int], *label_sets: Optional[torch.Tenso
     sets = [t for t in label_sets if t is not None]
     if not all(t.dim() == 1 and not t.is_floating_point() for t in sets):
         return None
-    k = max((int(t.max()) + 1 for t in sets if t.numel()), default=0)
+    k = class_count(*sets)
     if group is not None:
         k = int(D.allreduce_max(torch.tensor([k], device=D._flag_device(group)), group).item())
     return k or None

@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .. import distributed as D
+from ..labels import class_count
 from . import _common as C
 from . import label_quality as LQ
 from .probs import class_labels, probs_on_device
@@ -134,7 +135,7 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
         icpt = C.check_flag(intercept, "intercept")
         if rule == "auto":
             y_idx = class_labels(y)
-            LQ.check_num_classes(num_classes or (int(y_idx.max()) + 1 if y_idx.numel() else 0))
+            LQ.check_num_classes(num_classes or class_count(y_idx))
         return C.with_intercept(x, icpt), y, C.weights_like(weights, x), C.with_intercept(xv, icpt), yv
 
     x, y, a, xv, yv = D.agree(group, prepare)

@@ -13,7 +13,7 @@ from typing import Callable, List, NamedTuple, Optional
 import torch
 
 from .. import _validate as V
-from ..features import _progress
+from .._progress import progress_bar
 from . import _common as C
 
 
@@ -34,12 +34,18 @@ class ExtendResult(NamedTuple):
         import pandas as pd
 
         order = self.order.numpy()
-        per_round = np.diff(np.asarray(self.rounds, dtype=np.int64))
-        cols = {"rank": np.arange(len(order)), "pool_index": order,
-                "round": np.repeat(np.arange(1, len(per_round) + 1), per_round)}
+        cols = {"rank": np.arange(len(order)), "pool_index": order, "round": self.round_of_each()}
         if ids is not None:
             cols["id"] = np.asarray(list(ids), dtype=object)[order]
         return pd.DataFrame(cols)
+
+    def round_of_each(self):
+        """(len(order),) int64 NumPy array: the 1-based round in which each selected sample was
+        added (``rounds`` holds the cumulative counts)."""
+        import numpy as np
+
+        per_round = np.diff(np.asarray(self.rounds, dtype=np.int64))
+        return np.repeat(np.arange(1, len(per_round) + 1), per_round)
 
 
 class LabelNameResult(NamedTuple):
@@ -125,7 +131,7 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
     losses: List[float] = []
     rounds: List[int] = []
     n_sel, stop = 0, False
-    for rnd in _progress(range(1, n_p + 2), None, progress, "extend"):
+    for rnd in progress_bar(range(1, n_p + 2), None, progress, "extend"):
         # loss_weights = a: 1 on core + selected, 0 on the unselected pool (see docstring).
         d = C.derivative(x, y, a, lam=lam, loss=loss, num_classes=k, loss_weights=a)
         losses.append(float(d.loss))

@@ -17,7 +17,7 @@ import torch
 
 from .. import _validate as V
 from .. import distributed as D
-from ..features import _progress
+from .._progress import progress_bar
 from . import _common as C
 
 
@@ -131,7 +131,7 @@ def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw
     losses: List[float] = []
     steps, size = recipe["steps"], recipe["step_size"]
     total = float(C.global_sum(a, group))
-    for i in _progress(range(steps + 1), steps + 1, progress, "reweight"):
+    for i in progress_bar(range(steps + 1), steps + 1, progress, "reweight"):
         if i == steps and not final_loss:
             break
         d = C.derivative(x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw,

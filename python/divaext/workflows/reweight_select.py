@@ -22,7 +22,9 @@ from typing import List, Optional
 import torch
 
 from .. import _validate as V
+from ..labels import class_count
 from .._ops import ops
+from .._progress import progress_bar
 from . import _common as C
 from .probs import class_labels
 from .reweight import ReweightResult, gradient_steps
@@ -91,7 +93,7 @@ def _candidates(loss, step_size):
 def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, step_size, folds: int, seed: int,
                      xv=None, yv=None, lw=None, mask=None, progress: bool = False) -> ReweightResult:
     y = class_labels(y)
-    k = k or int(y.max()) + 1
+    k = k or class_count(y)
     max_steps = steps or MAX_STEPS
     cands = _candidates(loss, step_size)
     wins = {}  # (loss, size, steps) -> [(b, c, m) per fold]: right only with it, only without, held-out size
@@ -111,7 +113,7 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
     if xv is not None:  # the user's validation set decides
         evaluate(x, y, a, xv, class_labels(yv, "val_labels"), lw, mask, lam_model)
     else:
-        for tr, held in _progress_folds(_splits(x.shape[0], folds, seed, x.device), folds, progress):
+        for tr, held in progress_bar(_splits(x.shape[0], folds, seed, x.device), folds, progress, "reweight folds"):
             lam_t = lam_model if lam != "auto" else select_lambda(x[tr], y[tr], a[tr], num_classes=k).lam
             evaluate(x[tr], y[tr], a[tr], x[held], y[held], None if lw is None else lw[tr],
                      None if mask is None else mask[tr], lam_t)
@@ -143,9 +145,3 @@ def _summary(key, folds: List[tuple]) -> dict:
     return {"loss": lo, "step_size": size, "steps": steps, "gain_mean": 100 * (b - c) / m,
             "gain_se": 100 * math.sqrt(b + c) / m, "better": b, "worse": c, "held_out": m,
             "gains": [100 * (f[0] - f[1]) / f[2] for f in folds]}
-
-
-def _progress_folds(it, folds: int, progress: bool):
-    from ..features import _progress
-
-    return _progress(it, folds, progress, "reweight folds")

@@ -1,0 +1,148 @@
+"""The steps the ``divaext`` commands share: labels encoded alike across files, inputs loaded
+and checked, output locations and the device checked before any computation, the settings
+recorded with the results."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import io as dio
+from .labels import decode_labels, encode_labels
+
+
+class Classes:
+    """Class names shared by every labels file of one command, so that their indices agree
+    (core vs pool, labels vs true labels, …): the first file with names fixes their order,
+    names first seen in a later file are appended (:func:`divaext.labels.encode_labels`)."""
+
+    def __init__(self):
+        self.names: Optional[np.ndarray] = None
+        self.kind: Optional[str] = None  # "names" | "indices"
+
+    def encode(self, values: np.ndarray, path: str) -> np.ndarray:
+        try:
+            codes, names = encode_labels(values, name=f"labels in {path!r}")
+            kind = "indices" if names is None else "names"
+            if self.kind is not None and kind != self.kind:
+                raise dio.InputError(f"{path!r} holds class {kind} but another labels file holds class "
+                                     f"{self.kind}; use one kind for all labels")
+            if names is not None and self.names is not None:
+                codes, names = encode_labels(values, classes=self.names, name=f"labels in {path!r}")
+        except (TypeError, ValueError) as e:  # a missing label, mixed types: name the file
+            raise dio.InputError(str(e).removeprefix("divaext: ")) from None
+        self.kind, self.names = kind, names
+        return codes.numpy()
+
+    def show(self, y: np.ndarray) -> np.ndarray:
+        """Labels as written to the output: the class names when the input had names."""
+        return decode_labels(y, self.names)
+
+
+def load_labels(args, path: str) -> dio.Labels:
+    """The labels file at ``path`` with its values encoded as int64 class indices."""
+    labels = dio.load_labels(path, args.labels_key, args.labels_column, args.id_column,
+                             header=False if args.no_header else None)
+    return labels._replace(values=args.classes.encode(labels.values, path))
+
+
+def load_xy(args, features: str, labels: str, what: str):
+    """(features tensor on args.device in args.dtype, labels tensor int64 on the same device,
+    the labels file's ids or None)."""
+    x = dio.load_features(features, args.features_key)
+    lab = load_labels(args, labels)
+    if len(lab.values) != len(x):
+        hint = ""
+        if len(lab.values) == len(x) - 1 and str(labels).lower().endswith((".csv", ".tsv")) and not args.no_header:
+            hint = " (its first row was read as the header; pass --no-header if it is data)"
+        raise dio.InputError(f"{what}: {labels!r} has {len(lab.values)} labels but {features!r} has {len(x)} rows"
+                             + hint)
+    dtype = getattr(torch, args.dtype)
+    return torch.from_numpy(x).to(args.device, dtype), torch.from_numpy(lab.values).to(args.device), lab
+
+
+def id_column(lab: dio.Labels, rows=None) -> dict:
+    """The id column for the output table (first), when --id-column was given."""
+    if lab.ids is None:
+        return {}
+    return {lab.id_name: lab.ids if rows is None else lab.ids[rows]}
+
+
+def lam_arg(args):
+    """--lam as the workflows take it: a number, or "auto" for 'loo'."""
+    return "auto" if args.lam == "loo" else float(args.lam)
+
+
+def optional_val(args, d_features: int):
+    if (args.val_features is None) != (args.val_labels is None):
+        raise dio.InputError("give both --val-features and --val-labels, or neither")
+    if args.val_features is None:
+        return {}
+    xv, yv, _ = load_xy(args, args.val_features, args.val_labels, "validation set")
+    if xv.shape[1] != d_features:
+        raise dio.InputError(f"validation features have {xv.shape[1]} columns but the features have {d_features}")
+    return {"val_features": xv, "val_labels": yv}
+
+
+def check_device(args) -> None:
+    """--device names a device this torch and this divaext build can compute on."""
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise dio.InputError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cpu":
+        return
+    from . import build_info
+
+    info = build_info()
+    if device.type != "cuda":
+        raise dio.InputError(f"--device {args.device!r}: divaext computes on cpu or cuda only")
+    if not info["cuda"]:
+        raise dio.InputError(f"--device {args.device!r}: this divaext build has no CUDA kernels (torch "
+                             f"{info['torch_runtime']}); use --device cpu, or rebuild against a CUDA torch")
+    if not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count():
+        raise dio.InputError(f"--device {args.device!r}: no such CUDA device is visible "
+                             f"({torch.cuda.device_count()} found)")
+
+
+def check_outputs(args) -> None:
+    """Fail on a bad output location, device or a missing matplotlib before any computation."""
+    dio.check_output_path(args.output)
+    if getattr(args, "plot", None):
+        dio.check_output_path(args.plot, suffixes=None, what="plot")
+        from . import plots
+
+        plots.require_matplotlib()
+    check_device(args)
+
+
+def settings(args, **resolved) -> dict:
+    """What produced a result: the version, the command line's options, the resolved values."""
+    from . import __version__
+
+    options = {k: v for k, v in vars(args).items() if k not in ("classes", "command")}
+    return {"command": args.command, "version": __version__, "options": options, **resolved}
+
+
+def metrics(scores, flagged, mislabeled) -> dict:
+    """Detection quality against known noise: ROC AUC of the scores (None when only one kind
+    of sample is present), precision / recall / F1 of the flagged set."""
+    from .evaluation import detection_metrics
+
+    m = detection_metrics(scores, flagged, mislabeled)
+    return {"auc": None if math.isnan(m.auc) else m.auc, "f1": m.f1, "precision": m.precision, "recall": m.recall}
+
+
+def sorted_rows(columns: dict, key: np.ndarray) -> dict:
+    order = np.argsort(key, kind="stable")
+    return {name: np.asarray(values)[order] for name, values in columns.items()}
+
+
+def to_numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def print_written(args) -> None:
+    print(f"wrote {args.output}" + (f" and {args.plot}" if getattr(args, "plot", None) else ""))
