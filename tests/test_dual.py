@@ -78,7 +78,7 @@ def test_issue_case_primal_is_wrong_dual_is_right():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("loss", LOSS_NAMES)
-@pytest.mark.parametrize("n, d, lam", [(60, 8, 1.0), (200, 20, 0.1), (40, 5, 10.0)])
+@pytest.mark.parametrize("n, d, lam", [(60, 8, 0.1), (40, 5, 10.0)])
 def test_agrees_with_primal_where_well_conditioned(dtype, loss, n, d, lam):
     x, labels, a = _problem(n, d, k=4, zeros=(0, 7), dtype=dtype)
     y = F.one_hot(labels, 4).to(dtype)

@@ -93,3 +93,15 @@ def test_cuda_matches_cpu():
     K = empirical_ntk(model, x, chunk_size=4, progress=False)
     Kc = empirical_ntk(_mlp(), x, chunk_size=4, device="cuda", progress=False)
     torch.testing.assert_close(Kc.cpu(), K)
+
+
+def test_buffers_are_used_and_the_model_stays_put():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh(),
+                                torch.nn.Linear(6, 2)).double().eval()
+    model[1].running_mean.normal_()
+    model[1].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    names = [k for k, _ in model.named_parameters()]
+    J = _jacobian(model, x, names, lambda out: out.sum(1) / math.sqrt(2))
+    torch.testing.assert_close(empirical_ntk(model, x, chunk_size=2, device="cpu", progress=False), J @ J.T)

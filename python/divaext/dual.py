@@ -108,8 +108,8 @@ class _DualLoo(torch.autograd.Function):
     @staticmethod
     def forward(ctx, K, y, a, lam):
         st = dual_state(K, y, a, lam)
-        ctx.st = st
-        return st.f.to(y.dtype)
+        ctx.st = st  # float64 state; the output is a copy, so ctx does not hold it (no cycle)
+        return st.f.to(y.dtype, copy=True)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -174,16 +174,18 @@ def primal_gradient_error(min_D: float, dtype: torch.dtype = torch.float64) -> f
     return PRIMAL_FACTOR * eps / min_D**2 if min_D > 0 else math.inf
 
 
-def dual_gradient_error(gram_eigenvalues: torch.Tensor, n: int, lam: float,
+def dual_gradient_error(gram_eigenvalues: torch.Tensor, num_positive: int, lam: float,
                         dtype: torch.dtype = torch.float64) -> float:
     """Estimated relative error of the dual gradient (computed in float64 for any input
     dtype; ``dtype`` only sets the floor of the input's own rounding): 2·eps64·cond with
     cond = (μ_max + λ)/(μ_min + λ) the condition number of diag(√a) K diag(√a) + λI.
 
     ``gram_eigenvalues``: the eigenvalues of Xᵀ diag(a) X (d of them, any order), which the
-    primal has at hand; the n×n matrix shares its non-zero ones and has n − d more zeros when
-    n > d. Without features, pass the eigenvalues of diag(√a) K diag(√a) itself."""
+    primal has at hand; ``num_positive``: p, the number of samples with a weight > 0 (the
+    others are not in the system). The p×p matrix shares the non-zero eigenvalues and has
+    p − d more zeros when p > d. Without features, pass the eigenvalues of
+    diag(√a) K diag(√a) itself."""
     mu = torch.sort(gram_eigenvalues.double().clamp_min(0), descending=True).values
-    mu_min = float(mu[n - 1]) if n <= mu.numel() else 0.0
+    mu_min = float(mu[num_positive - 1]) if 0 < num_positive <= mu.numel() else 0.0
     cond = (float(mu[0]) + lam) / (mu_min + lam)
     return max(DUAL_FACTOR * torch.finfo(F64).eps * cond, torch.finfo(dtype).eps)

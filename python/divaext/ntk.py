@@ -91,7 +91,7 @@ def empirical_ntk(model: torch.nn.Module, inputs: torch.Tensor, *, params=None, 
             module docstring.
         chunk_size: samples per gradient chunk (memory ~2·chunk_size·P, ×k for "trace").
         device: where to compute (default: the device of the first selected parameter);
-            the model and inputs are moved there for the computation.
+            parameters, buffers and input chunks are copied there (the model is not moved).
         progress: show a tqdm progress bar over the blocks if tqdm is installed.
     Returns:
         (n, n) tensor in the parameters' dtype on ``device``: symmetric PSD.
@@ -104,17 +104,19 @@ def empirical_ntk(model: torch.nn.Module, inputs: torch.Tensor, *, params=None, 
         raise ValueError(f"divaext: empirical_ntk: chunk_size must be a positive integer, got {chunk_size!r}")
     chosen = _select(model, params)
     device = torch.device(device) if device is not None else next(iter(chosen.values())).device
-    model = model.to(device)
     chosen = {k: v.to(device) for k, v in chosen.items()}
+    # The model itself is not moved: every parameter and buffer is passed to functional_call
+    # on ``device``, the selected ones as the variables of differentiation.
+    fixed = {k: v.detach().to(device) for k, v in [*model.named_parameters(), *model.named_buffers()]}
     n = inputs.shape[0]
     with torch.no_grad():
-        probe = model(inputs[:1].to(device))
+        probe = functional_call(model, fixed, (inputs[:1].to(device),))
     k = max(1, probe[0].numel())
     reduce = _reducer(output, k)
     multi = output == "trace"
 
     def scalar(p, x):  # one sample -> scalar (or [k] for "trace")
-        out = functional_call(model, p, (x[None],))
+        out = functional_call(model, {**fixed, **p}, (x[None],))
         return reduce(out)[0]
 
     per_sample = vmap(jacrev(scalar) if multi else grad(scalar), in_dims=(None, 0))
