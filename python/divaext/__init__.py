@@ -48,3 +48,11 @@ __all__ = [
     "RidgeClassifier", "RidgeRegressor",
     "DetectResult", "LooProbs", "ReweightResult", "ExtendResult", "LabelNameResult", "LambdaResult", "AugmentResult",
 ]
+
+# The dual (kernel) form: n×n algebra for d ≥ n, any PSD kernel, and the empirical NTK.
+from . import dual, kernel, ntk  # noqa: E402
+from .kernel import kernel_loo_derivative, kernel_loo_predictions, kernel_val_derivative  # noqa: E402
+from .ntk import empirical_ntk  # noqa: E402
+
+__all__ += ["dual", "kernel", "ntk", "kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative",
+            "empirical_ntk"]

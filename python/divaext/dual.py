@@ -1,0 +1,191 @@
+"""The dual (kernel) form of the dataset derivative: n×n algebra instead of d×d.
+
+With ``s = √a`` and the n×n kernel ``K`` (``K = X Xᵀ`` for features), every quantity of the
+primal closed form has an expression in ``G = (diag(s) K diag(s) + λI)⁻¹`` in which the
+small denominators ``D_i = 1 − a_i h_i`` are products, not differences (docs/math.md, "The
+dual form"). The primal loses its gradient's digits when ``D`` is tiny (d ≥ n, small λ); this
+form does not, as long as ``G`` itself is well conditioned, which is the case exactly then.
+
+Everything here works on already validated tensors (``divaext.kernel`` checks inputs):
+``K`` [n,n] symmetric PSD, ``y`` [n,k], ``a`` [n] ≥ 0, ``lam`` > 0, ``kind`` an int of
+``_validate.LOSSES``, ``w`` [n] loss weights with a positive sum. The algebra runs in float64
+whatever the input dtype (an n×n Cholesky factorisation); results come back in ``y``'s dtype.
+Cost O(n³ + n²·k) time, O(n² + n·k) memory.
+
+Samples of weight exactly 0 are exact: they do not enter ``G`` (their rows of ``diag(s) K
+diag(s) + λI`` are λ e_i), their ``D`` is 1 and their LOO prediction is the model's
+prediction. Only the kernel terms between two zero-weight samples are formed as a difference
+over λ (``(K_OO − K_OP s G s K_PO)/λ``), like the primal does for every pair.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+F64 = torch.float64
+
+
+class DualState(NamedTuple):
+    """The per-problem quantities of the dual form (all float64, on K's device)."""
+
+    f: torch.Tensor      # [n,k] LOO predictions
+    r: torch.Tensor      # [n,k] full-fit residuals y − ŷ
+    D: torch.Tensor      # [n]   1 − a_i h_i = λ G_ii (1 for zero weights)
+    T0: torch.Tensor     # [n,n] X S Xᵀ with its diagonal set to 0 (the i ≠ j kernel of the fit)
+    a: torch.Tensor      # [n]   weights (float64)
+
+
+def _solve_gram(K: torch.Tensor, a: torch.Tensor, lam: float):
+    """(P [p] indices of positive weights, s [p] their √a, G [p,p] = (s K_PP s + λI)⁻¹)."""
+    P = torch.nonzero(a > 0).flatten()
+    s = a[P].sqrt()
+    B = s[:, None] * K[P][:, P] * s[None, :]
+    B.diagonal().add_(lam)
+    L, info = torch.linalg.cholesky_ex(B)
+    if int(info) != 0:
+        raise ValueError(f"divaext: diag(√weights) K diag(√weights) + lam·I is not numerically positive definite "
+                         f"(lam={lam:g}: K has negative eigenvalues of that size); increase lam or check K")
+    return P, s, torch.cholesky_inverse(L)
+
+
+def dual_state(K: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) -> DualState:
+    """LOO predictions and the quantities of the derivative. K [n,n], y [n,k], a [n]."""
+    K, y, a = K.to(F64), y.to(F64), a.to(F64)
+    n = K.shape[0]
+    P, s, G = _solve_gram(K, a, lam)
+    O = torch.nonzero(a == 0).flatten()
+    q = G @ (s[:, None] * y[P])                    # [p,k] G s Y_P
+    Gd = G.diagonal()
+    D = torch.ones(n, dtype=F64, device=K.device)
+    D[P] = lam * Gd                                # 1 − a h = λ G_ii: a product, no cancellation
+    r = torch.empty_like(y)
+    # y − ŷ = λ (KA + λI)⁻ᵀ y; on P that is λ s⁻¹ G s y. Dividing by s is safe: the entries of q
+    # of a small weight are proportional to its s (Cholesky's backward error respects the
+    # diagonal scaling), and weights exactly 0 are not in P.
+    r[P] = lam * q / s[:, None]
+    KOs = K[O][:, P] * s[None, :]                  # [o,p] K_OP s
+    r[O] = y[O] - KOs @ q                          # D = 1 there: the plain residual is exact enough
+    e = r / D[:, None]                             # y − f
+    T0 = torch.empty(n, n, dtype=F64, device=K.device)
+    # Off-diagonal X S Xᵀ between positive weights: −λ G_ij / (s_i s_j) (from s K s G = I − λG).
+    T0[P[:, None], P[None, :]] = -lam * G / (s[:, None] * s[None, :])
+    TPO = G @ (s[:, None] * K[P][:, O]) / s[:, None]   # [p,o] s⁻¹ G s K_PO
+    T0[P[:, None], O[None, :]] = TPO
+    T0[O[:, None], P[None, :]] = TPO.T
+    T0[O[:, None], O[None, :]] = (K[O][:, O] - KOs @ (s[:, None] * TPO)) / lam
+    T0.diagonal().zero_()
+    return DualState(y - e, r, D, T0, a)
+
+
+def vjp(st: DualState, g: torch.Tensor) -> torch.Tensor:
+    """∂(Σ_i g_i·f_i)/∂a [n] for an upstream gradient g = ∂L/∂f [n,k] (float64).
+
+    ∂/∂a_j = Σ_{i≠j} T_ji (u_i·r_j) + c_i T_ji², u = g/D, c = a (g·r)/D²: the primal's formula
+    with its j = j terms removed, so that only the off-diagonal kernel of the fit appears."""
+    u = g / st.D[:, None]
+    c = st.a * (g * st.r).sum(1) / st.D**2
+    return ((st.T0 @ u) * st.r).sum(1) + (st.T0 * st.T0) @ c
+
+
+def loss_and_grad(f: torch.Tensor, y: torch.Tensor, kind: int, w: torch.Tensor):
+    """(mean loss 0-d, g = ∂loss/∂f [n,k]) of the weighted mean loss Σ w_i ℓ_i / Σ w_i."""
+    if kind == 0:  # mse
+        per, gper = ((f - y) ** 2).sum(1), 2 * (f - y)
+    else:
+        sy = y.sum(1)
+        per = sy * torch.logsumexp(f, 1) - (y * f).sum(1)
+        gper = sy[:, None] * torch.softmax(f, 1) - y
+        if kind == 2:  # ce_misclassified: the mask is held constant
+            mask = (f.argmax(1) != y.argmax(1)).to(f.dtype)
+            per, gper = per * mask, gper * mask[:, None]
+    total = w.sum()
+    return (w * per).sum() / total, gper * (w / total)[:, None]
+
+
+class _DualLoo(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, K, y, a, lam):
+        st = dual_state(K, y, a, lam)
+        ctx.st = st  # float64 state; the output is a copy, so ctx does not hold it (no cycle)
+        return st.f.to(y.dtype, copy=True)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gf):
+        grad = vjp(ctx.st, gf.to(F64)).to(gf.dtype) if ctx.needs_input_grad[2] else None
+        return None, None, grad, None
+
+
+def dual_loo_predictions(K: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) -> torch.Tensor:
+    """LOO predictions f [n,k] (y's dtype) of kernel ridge regression, differentiable w.r.t.
+    a [n] (closed-form backward). K [n,n], y [n,k]."""
+    return _DualLoo.apply(K, y, a, lam)
+
+
+def dual_loo_derivative(K, y, a, lam: float, kind: int, w):
+    """(LOO loss 0-d, ∂loss/∂a [n]) in y's dtype. K [n,n], y [n,k], a [n], w [n] loss weights."""
+    st = dual_state(K, y, a, lam)
+    loss, g = loss_and_grad(st.f, y.to(F64), kind, w.to(F64))
+    return loss.to(y.dtype), vjp(st, g).to(y.dtype)
+
+
+def dual_val_derivative(K, K_val_train, y, a, lam: float, y_val, kind: int, w_val):
+    """(validation loss 0-d, ∂loss/∂a [n]) of the ridge model on m validation samples.
+
+    K [n,n], K_val_train [m,n] (kernel between validation and training samples), y [n,k],
+    a [n], y_val [m,k], w_val [m]. With R = (AK + λI)⁻¹: f_v = K_vt R A Y = K_vP s G s Y_P and
+    ∂L/∂a_j = (Rᵀ K_tv G_v)_j · r_j (push-through of S X_vᵀ = Xᵀ R ..., docs/math.md)."""
+    dtype = y.dtype
+    K, Kv, y, a = K.to(F64), K_val_train.to(F64), y.to(F64), a.to(F64)
+    P, s, G = _solve_gram(K, a, lam)
+    O = torch.nonzero(a == 0).flatten()
+    q = G @ (s[:, None] * y[P])                    # [p,k]
+    fv = (Kv[:, P] * s[None, :]) @ q               # [m,k]
+    loss, gv = loss_and_grad(fv, y_val.to(F64), kind, w_val.to(F64))
+    V = Kv.T @ gv                                  # [n,k] K_tv G_v
+    GsV = G @ (s[:, None] * V[P])                  # [p,k]
+    KOs = K[O][:, P] * s[None, :]
+    grad = torch.empty(K.shape[0], dtype=F64, device=K.device)
+    # P rows: (s⁻¹ G s V_P)·(λ s⁻¹ G s Y_P), both proportional to s_j: divide by a_j once.
+    grad[P] = lam * (GsV * q).sum(1) / s**2
+    # Zero weights: (Rᵀ V)_O = (V_O − K_OP s G s V_P)/λ and r_O = y_O − ŷ_O.
+    grad[O] = ((V[O] - KOs @ GsV) * (y[O] - KOs @ q)).sum(1) / lam
+    return loss.to(dtype), grad.to(dtype)
+
+
+# Measured max |error| / max |grad| of each form against the other (and mpmath), float64,
+# random Gaussian features, λ from 1e-1 to 1e-6 (benchmarks/bench_dual.py --accuracy):
+# - primal, d ≥ 2n: 2.4 to 7.8 × eps/D_min²; d = n: 0.01 to 0.08 × eps/D_min² (never above);
+# - dual, d < n: 0.5 to 1.1 × eps·‖diag(√a) K diag(√a)‖/λ (its smallest eigenvalue is 0);
+#   d ≥ n: a few eps (the n×n system is well conditioned however small λ is).
+PRIMAL_FACTOR = 8.0
+DUAL_FACTOR = 2.0
+
+
+def primal_gradient_error(min_D: float, dtype: torch.dtype = torch.float64) -> float:
+    """Estimated relative error (max |error| / max |grad|) of the primal gradient when the
+    smallest 1 − a_i h_i is ``min_D``: 8·eps/D².
+
+    The primal forms D = 1 − a h by a subtraction (absolute error ~eps) and the gradient
+    divides by D twice; the factor 8 covers every measurement (see PRIMAL_FACTOR)."""
+    eps = torch.finfo(dtype).eps
+    return PRIMAL_FACTOR * eps / min_D**2 if min_D > 0 else math.inf
+
+
+def dual_gradient_error(gram_eigenvalues: torch.Tensor, num_positive: int, lam: float,
+                        dtype: torch.dtype = torch.float64) -> float:
+    """Estimated relative error of the dual gradient (computed in float64 for any input
+    dtype; ``dtype`` only sets the floor of the input's own rounding): 2·eps64·cond with
+    cond = (μ_max + λ)/(μ_min + λ) the condition number of diag(√a) K diag(√a) + λI.
+
+    ``gram_eigenvalues``: the eigenvalues of Xᵀ diag(a) X (d of them, any order), which the
+    primal has at hand; ``num_positive``: p, the number of samples with a weight > 0 (the
+    others are not in the system). The p×p matrix shares the non-zero eigenvalues and has
+    p − d more zeros when p > d. Without features, pass the eigenvalues of
+    diag(√a) K diag(√a) itself."""
+    mu = torch.sort(gram_eigenvalues.double().clamp_min(0), descending=True).values
+    mu_min = float(mu[num_positive - 1]) if 0 < num_positive <= mu.numel() else 0.0
+    cond = (float(mu[0]) + lam) / (mu_min + lam)
+    return max(DUAL_FACTOR * torch.finfo(F64).eps * cond, torch.finfo(dtype).eps)
