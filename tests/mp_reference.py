@@ -14,8 +14,19 @@ import numpy as np
 
 
 def _mat(t) -> mp.matrix:
+    if isinstance(t, mp.matrix):  # e.g. exact_gram's K
+        return t
     arr = np.asarray(t, dtype=np.float64)  # float64 → mpf is exact
     return mp.matrix([[mp.mpf(float(v)) for v in row] for row in arr])
+
+
+def exact_gram(x, other=None, dps=60) -> mp.matrix:
+    """X Xᵀ (or X_other Xᵀ) of float64 features, exactly at ``dps`` digits: a float64 X Xᵀ is not
+    exactly of rank d, which moves the reference by ~eps·‖K‖/λ when d < n and λ is small."""
+    with mp.workdps(dps):
+        X = _mat(x)
+        O = X if other is None else _mat(other)
+        return O * X.T
 
 
 def _fit(K, Y, a, lam, train, test):

@@ -68,8 +68,13 @@ def test_issue_case_primal_is_wrong_dual_is_right():
     x, labels, a = _problem(10, 40)
     y = F.one_hot(labels, 3).double()
     _, ref_grad, _ = loo_reference((x @ x.T).numpy(), y.numpy(), a.numpy(), 1e-6, "mse")
-    primal = divaext.loo_derivative(x, labels, a, lam=1e-6, loss="mse", num_classes=3)
-    assert _rel(primal.grad, ref_grad) > 1e-3  # if this fails the primal got fixed: update the docs
+    # the primal refuses a gradient whose digits are gone, naming λ and the smallest 1 − a·h ...
+    with pytest.raises(ValueError, match=r"lost its digits in the primal form: the smallest 1 − a_i·h_i is "
+                                         r"[0-9.e+-]+ at lam=1e-06.*method='dual'"):
+        divaext.loo_derivative(x, labels, a, lam=1e-6, loss="mse", num_classes=3, method="primal")
+    # ... and method="auto" (d ≥ n: the dual) gets it right
+    auto = divaext.loo_derivative(x, labels, a, lam=1e-6, loss="mse", num_classes=3)
+    assert _rel(auto.grad, ref_grad) <= 1e-8
     assert _rel(dual.dual_loo_derivative(x @ x.T, y, a, 1e-6, 0, torch.ones(10, dtype=torch.float64))[1],
                 ref_grad) <= 1e-8
     st = dual.dual_state(x @ x.T, y, a, 1e-6)

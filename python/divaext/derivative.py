@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Optional
 
 from . import distributed as D
+from . import dual
 from . import inputs as I
+from . import method as M
 from . import plan as P
 from .plan import Derivative
 
@@ -18,7 +20,7 @@ __all__ = ["Derivative", "loo_predictions", "loo_derivative", "val_derivative"]
 
 def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
                     num_classes: Optional[int] = None, block_rows: Optional[int] = None,
-                    group=None):
+                    group=None, method: str = "auto"):
     """Leave-one-out predictions of weighted ridge regression on fixed features.
 
     ``f_i = (ŷ_i − a_i h_i y_i) / (1 − a_i h_i)``: the prediction for sample i of the ridge
@@ -36,16 +38,19 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
             that does not is named in an error on the others after ``DIVAEXT_RANK_TIMEOUT_S``
             seconds), and each gets the gradient of the sum of all ranks' losses w.r.t. its own
             weights.
+        method: ``"auto"``, ``"primal"`` or ``"dual"``, as in :func:`loo_derivative`; the
+            predictions are accurate in both forms, their gradient is not in the primal when
+            1 − a_i h_i is tiny (the backward pass then raises).
     Returns:
         (n, k) tensor in the features' dtype, differentiable w.r.t. ``weights``.
     """
     return loo_predictions_of(I.Features(features), "loo_predictions", labels, weights, lam, num_classes,
-                              block_rows, group)
+                              block_rows, group, method)
 
 
 def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: str = "ce_misclassified",
                    num_classes: Optional[int] = None, loss_weights=None,
-                   block_rows: Optional[int] = None, group=None) -> Derivative:
+                   block_rows: Optional[int] = None, group=None, method: str = "auto") -> Derivative:
     """Leave-one-out loss and its exact derivative w.r.t. every sample weight.
 
     ``loss`` is the (``loss_weights``-weighted) mean over samples of ``"mse"`` ‖f_i − y_i‖²,
@@ -58,16 +63,19 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
     ``group``: process group of a sharded call (default None: one process; ``"default"`` the
     default group). Every rank passes its own rows (possibly 0) and gets ``grad`` for them;
     ``loss`` is the mean over all ranks' samples, the same on every rank.
+
+    ``method``: ``"primal"`` (d×d algebra, row passes), ``"dual"`` (n×n algebra on X Xᵀ,
+    exact where the primal's 1 − a_i h_i are tiny: more features than samples, small ``lam``)
+    or ``"auto"`` (default: the dual when d ≥ n, else the primal, redirected to the dual if
+    its gradient would lose digits; see divaext.method). Sharded calls use the primal.
     """
     return loo_derivative_of(I.Features(features), "loo_derivative", labels, weights, lam, loss, num_classes,
-                             loss_weights, block_rows, group)
-    out = P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w)
-    return P.checked_derivative(call.rows, call.weights, out, call.lam, name)
+                             loss_weights, block_rows, group, method)
 
 
 def val_derivative(features, labels, weights, val_features, val_labels, *, lam: float = 1.0,
                    loss: str = "ce", num_classes: Optional[int] = None, val_loss_weights=None,
-                   block_rows: Optional[int] = None, group=None) -> Derivative:
+                   block_rows: Optional[int] = None, group=None, method: str = "auto") -> Derivative:
     """Validation loss of the weighted ridge model and its derivative w.r.t. the training
     weights (paper Prop. 2): ``∂L/∂a_j = x_jᵀ S X_vᵀ G_v (y_j − ŷ_j)``.
 
@@ -78,37 +86,68 @@ def val_derivative(features, labels, weights, val_features, val_labels, *, lam: 
     Sharded, the validation set is sharded too: it is the concatenation of every rank's
     ``val_features`` (the loss sum, weight sum and X_vᵀ G_v are all-reduced). To use one
     validation set held by every rank, pass it on one rank and 0 validation rows on the others.
+
+    ``method``: as in :func:`loo_derivative` (the dual uses the kernels X Xᵀ and X_v Xᵀ).
     """
     return val_derivative_of(I.Features(features), "val_derivative", labels, weights, val_features, val_labels,
-                             lam, loss, num_classes, val_loss_weights, block_rows, group)
+                             lam, loss, num_classes, val_loss_weights, block_rows, group, method)
 
 
 # ---------------------------------------------------------------------------------------
 # the same three functions for any source of rows (in memory or streamed; see streaming.py)
 
 
-def loo_predictions_of(features: I.Features, name: str, labels, weights, lam, num_classes, block_rows, group):
-    call = I.prepare(features, labels, weights, lam=lam, num_classes=num_classes, block_rows=block_rows, group=group)
-    f, _ = P.LooPredictions.apply(call.weights, call.rows, call.y, call.lam, name)
+def loo_predictions_of(features: I.Features, name: str, labels, weights, lam, num_classes, block_rows, group,
+                       method="auto"):
+    call = I.prepare(features, labels, weights, lam=lam, num_classes=num_classes, block_rows=block_rows, group=group,
+                     method=M.check_method(method))
+    if M.choose(method, call.rows, features.stream) == "dual":
+        f = dual.dual_loo_predictions(M.kernel_of(call.rows.tensor()), call.y, call.weights, call.lam)
+        P.check_finite(f.detach(), "LOO predictions", call.lam)
+        return f
+
+    def judge(min_D: float) -> None:  # before the backward pass returns a gradient
+        M.refuse_primal_gradient(M.primal_error(min_D, call.rows.dtype), min_D, call.rows, features.stream, call.lam)
+
+    f, _ = P.LooPredictions.apply(call.weights, call.rows, call.y, call.lam, name, judge)
     return f
 
 
 def loo_derivative_of(features: I.Features, name: str, labels, weights, lam, loss, num_classes, loss_weights,
-                      block_rows, group) -> Derivative:
+                      block_rows, group, method="auto") -> Derivative:
     call = I.prepare(features, labels, weights, lam=lam, num_classes=num_classes, block_rows=block_rows, group=group,
                      extra=I.loss_weights_check(loss, loss_weights), loss=loss,
-                     loss_weights=loss_weights is not None)
+                     loss_weights=loss_weights is not None, method=M.check_method(method))
     kind, w = call.extra
-    out = P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w)
+    form = M.choose(method, call.rows, features.stream)
+    if form == "primal":
+        try:
+            out, min_D, gram = P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w)
+        except ValueError as e:  # a LOO prediction undefined in the primal may be fine in the dual
+            if not M.dual_rescues(e, method, call.rows, features.stream):
+                raise
+            form = "dual"
+        else:
+            redirect = M.redirect_to_dual(method, call.rows, features.stream, min_D, call.lam, gram, call.a)
+            form = "dual" if redirect else "primal"
+    if form == "dual":
+        out = P.Derivative(*dual.dual_loo_derivative(M.kernel_of(call.rows.tensor()), call.y, call.a, call.lam,
+                                                      kind, w))
     return P.checked_derivative(call.rows, call.weights, out, call.lam, name)
 
 
 def val_derivative_of(features: I.Features, name: str, labels, weights, val_features, val_labels, lam, loss,
-                      num_classes, val_loss_weights, block_rows, group) -> Derivative:
+                      num_classes, val_loss_weights, block_rows, group, method="auto") -> Derivative:
     k = num_classes if num_classes is not None else I.joint_num_classes(labels, val_labels)
     call = I.prepare(features, labels, weights, lam=lam, num_classes=num_classes, block_rows=block_rows, group=group,
                      extra=I.val_set_check(val_features, val_labels, val_loss_weights, loss), targets_k=k,
-                     loss=loss, val_loss_weights=val_loss_weights is not None)
+                     loss=loss, val_loss_weights=val_loss_weights is not None, method=M.check_method(method))
     xv, yv, kind, wv = call.extra
-    out = P.val_loss_and_grad(call.rows, call.y, call.a, call.lam, xv, D.widen(yv, call.y.shape[1]), kind, wv)
+    yv = D.widen(yv, call.y.shape[1])
+    if M.choose(method, call.rows, features.stream) == "dual":
+        x = call.rows.tensor()
+        out = P.Derivative(*dual.dual_val_derivative(M.kernel_of(x), M.kernel_of(x, xv), call.y, call.a, call.lam,
+                                                     yv, kind, wv))
+    else:
+        out = P.val_loss_and_grad(call.rows, call.y, call.a, call.lam, xv, yv, kind, wv)
     return P.checked_derivative(call.rows, call.weights, out, call.lam, name)

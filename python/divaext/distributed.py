@@ -45,7 +45,7 @@ def resolve_group(group):
         f"divaext: group must be None, 'default' or a torch.distributed.ProcessGroup, got {group!r}")
 
 
-def _flag_device(group) -> torch.device:
+def flag_device(group) -> torch.device:
     """Device of the small tensors this module exchanges: NCCL only moves CUDA tensors."""
     backend = str(dist.get_backend(group))
     if "nccl" in backend and "gloo" not in backend:
@@ -128,7 +128,7 @@ def agree(group, fn: Callable[..., T], *args) -> T:
         out = fn(*args)
     except Exception as e:  # noqa: BLE001  (re-raised on every rank below)
         err = e
-    flag = torch.tensor([0 if err is None else 1], dtype=torch.int32, device=_flag_device(group))
+    flag = torch.tensor([0 if err is None else 1], dtype=torch.int32, device=flag_device(group))
     dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
     if int(flag.item()):
         failures: List[Optional[_Failure]] = [None] * dist.get_world_size(group)

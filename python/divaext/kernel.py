@@ -16,7 +16,7 @@ import torch
 
 from . import _validate as V
 from . import dual
-from .derivative import Derivative
+from .plan import Derivative, differentiable
 
 __all__ = ["kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative", "check_kernel"]
 
@@ -106,33 +106,6 @@ def _loss_weights(loss_weights, K: torch.Tensor, name: str, rows: str = "") -> t
     return w
 
 
-def _first_order_only(name: str) -> None:
-    # Inside backward the grad mode is on only with create_graph=True: the gradient is a value,
-    # not a traced function of the weights, so a second derivative would silently be 0.
-    if torch.is_grad_enabled():
-        raise RuntimeError(f"divaext: {name}: the gradient w.r.t. the weights is not differentiable again "
-                           "(create_graph=True / second derivatives are not supported)")
-
-
-class _LossWithGrad(torch.autograd.Function):
-    """(loss, grad) = compute(), with loss differentiable in the weights ``a``: its gradient is
-    grad (computed in closed form, not traced)."""
-
-    @staticmethod
-    def forward(ctx, a, name, compute):
-        loss, grad = compute()
-        ctx.name = name
-        ctx.save_for_backward(grad)
-        ctx.mark_non_differentiable(grad)
-        return loss, grad
-
-    @staticmethod
-    def backward(ctx, gloss, _ggrad):
-        _first_order_only(ctx.name)
-        (grad,) = ctx.saved_tensors
-        return gloss * grad, None, None
-
-
 def _check_result(t: torch.Tensor, what: str, lam: float) -> None:
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"divaext: the {what} are not finite in {t.dtype} (overflow at lam={lam:g}: the kernel's "
@@ -180,10 +153,9 @@ def kernel_loo_derivative(K, labels, weights=None, *, lam: float = 1.0, loss: st
     lam = V.check_lam(lam)
     kind = V.check_loss(loss)
     w = _loss_weights(loss_weights, K, "loss_weights")
-    value, grad = _LossWithGrad.apply(a, "kernel_loo_derivative",
-                                      lambda: dual.dual_loo_derivative(K, y, a, lam, kind, w))
-    _check_result(torch.cat([grad, value.detach().reshape(1)]), "loss and its gradient", lam)
-    return Derivative(value, grad)
+    value, grad = dual.dual_loo_derivative(K, y, a.detach(), lam, kind, w)
+    _check_result(torch.cat([grad, value.reshape(1)]), "loss and its gradient", lam)
+    return differentiable(a, value, grad, "kernel_loo_derivative")
 
 
 def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float = 1.0, loss: str = "ce",
@@ -228,8 +200,7 @@ def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float =
     lam = V.check_lam(lam)
     kind = V.check_loss(loss)
     wv = _loss_weights(val_loss_weights, stand_in, "val_loss_weights", rows)
-    value, grad = _LossWithGrad.apply(a, "kernel_val_derivative",
-                                      lambda: dual.dual_val_derivative(K, Kv, y, a, lam, yv, kind, wv))
-    _check_result(torch.cat([grad, value.detach().reshape(1)]), "loss and its gradient", lam)
-    return Derivative(value, grad)
+    value, grad = dual.dual_val_derivative(K, Kv, y, a.detach(), lam, yv, kind, wv)
+    _check_result(torch.cat([grad, value.reshape(1)]), "loss and its gradient", lam)
+    return differentiable(a, value, grad, "kernel_val_derivative")
 

@@ -8,7 +8,8 @@ docs/math.md. Each autograd wrapper of the public functions is defined here, onc
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import NamedTuple, Tuple
 
 import torch
 
@@ -28,6 +29,7 @@ class Derivative(NamedTuple):
 class Factor(NamedTuple):
     t: torch.Tensor  # [d,d] L⁻ᵀ (upper), S = (M + lam I)⁻¹ = t tᵀ
     v: torch.Tensor  # [d,k] tᵀ B (whitened ridge weights); W = t v
+    M: torch.Tensor  # [d,d] Xᵀ diag(a) X, kept to judge the accuracy of the forms (method.py)
 
 
 # ---------------------------------------------------------------------------------------
@@ -49,7 +51,7 @@ def factor_of(M: torch.Tensor, B: torch.Tensor, lam: float, dtype: torch.dtype =
         raise ValueError(f"divaext: (Xᵀ diag(weights) X + lam·I)⁻¹ overflows {dtype} (lam={lam:g} is too small for "
                          "the scale of the features, e.g. a feature column that is all zero); increase lam"
                          + (" or use float64 features" if dtype != torch.float64 else ""))
-    return Factor(t.contiguous(), (t.T @ B).contiguous())
+    return Factor(t.contiguous(), (t.T @ B).contiguous(), M)
 
 
 def check_finite(t: torch.Tensor, what: str, lam: float) -> None:
@@ -104,15 +106,24 @@ def loo_vjp(rows: Rows, y, a, fac: Factor, f, h, g) -> torch.Tensor:
     return rows.run("vjp_rows", (y, a, f, h, ge), *_pass_b_operands(fac, Ct, Pt))
 
 
-def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w) -> Derivative:
-    """Mean LOO loss (float64 0-d) and ∂loss/∂a [n]: pass 1, passes 2 + A fused, pass B."""
+def min_denominator(rows: Rows, a: torch.Tensor, h: torch.Tensor) -> float:
+    """The smallest D = 1 − a_i h_i over every rank's rows: what the gradient's accuracy hangs on."""
+    local = (1 - a.double() * h.double()).min() if h.numel() else torch.tensor(math.inf, dtype=torch.float64)
+    if rows.group is None:
+        return float(local)
+    return -float(D.allreduce_max((-local).reshape(1).to(D.flag_device(rows.group)), rows.group)[0])
+
+
+def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w) -> Tuple[Derivative, float, torch.Tensor]:
+    """(mean LOO loss (float64 0-d) and ∂loss/∂a [n], smallest 1 − a·h, Gram matrix M [d,d]):
+    pass 1, passes 2 + A fused, pass B."""
     fac = factor(rows, y, a, lam)
     # The loss is known, so its gradient is formed row by row in the pass that forms f.
     f, h, ge, loss_sum, Ct, Pt = rows.run("loo_grad", (y, a, w), fac.t, fac.v, kind, V.min_denominator(rows.dtype))
     total = _mean_weight(rows, w, "loss_weights")
     inv = 1.0 / total  # everything downstream is linear in g: normalise the mean once, after the sums
     grad = rows.run("vjp_rows", (y, a, f, h, ge.mul_(inv.to(ge.dtype))), *_pass_b_operands(fac, Ct * inv, Pt * inv))
-    return Derivative(loss_sum / total, grad)
+    return Derivative(loss_sum / total, grad), min_denominator(rows, a, h), fac.M
 
 
 def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> Derivative:
@@ -162,7 +173,12 @@ def checked_derivative(rows: Rows, weights: torch.Tensor, out: Derivative, lam: 
     gradient, both checked finite on every rank; loss differentiable w.r.t. ``weights``."""
     rows.agree(check_finite, torch.cat([out.grad, out.loss.reshape(1).to(out.grad.dtype)]),
                "loss and its gradient", lam)
-    return Derivative(_LossOfWeights.apply(weights, out.loss.to(rows.dtype), out.grad, name), out.grad)
+    return differentiable(weights, out.loss.to(rows.dtype), out.grad, name)
+
+
+def differentiable(weights: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor, name: str) -> Derivative:
+    """(loss, grad) with ``loss`` differentiable w.r.t. ``weights``: its gradient is ``grad``."""
+    return Derivative(_LossOfWeights.apply(weights, loss, grad, name), grad)
 
 
 class LooPredictions(torch.autograd.Function):
@@ -170,9 +186,10 @@ class LooPredictions(torch.autograd.Function):
     passes A and B over the same rows (collective when sharded: every rank must run it)."""
 
     @staticmethod
-    def forward(ctx, a, rows: Rows, y, lam: float, name: str):
+    def forward(ctx, a, rows: Rows, y, lam: float, name: str, judge):
+        """``judge(min_D)`` raises if a gradient with that smallest 1 − a·h has lost its digits."""
         fac, f, h = loo_forward(rows, y, a, lam)
-        ctx.rows, ctx.fac, ctx.y, ctx.name = rows, fac, y, name
+        ctx.rows, ctx.fac, ctx.y, ctx.name, ctx.judge = rows, fac, y, name, judge
         ctx.save_for_backward(a, f, h)
         ctx.mark_non_differentiable(h)
         return f, h
@@ -181,7 +198,8 @@ class LooPredictions(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gf, _gh):
         if not ctx.needs_input_grad[0] or gf is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         a, f, h = ctx.saved_tensors
         D.await_ranks(ctx.rows.group, f"the backward pass of {ctx.name}")
-        return loo_vjp(ctx.rows, ctx.y, a, ctx.fac, f, h, gf.contiguous()), None, None, None, None
+        ctx.judge(min_denominator(ctx.rows, a, h))
+        return loo_vjp(ctx.rows, ctx.y, a, ctx.fac, f, h, gf.contiguous()), None, None, None, None, None

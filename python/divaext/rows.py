@@ -54,6 +54,11 @@ class Rows:
         """An in-memory tensor: one block, walked in blocks by the op itself (no copy of X)."""
         return cls([(0, x)], x.shape[0], x.shape[1], x.dtype, x.device, group)
 
+    def tensor(self) -> torch.Tensor:
+        """The features of an in-memory source [n,d] (a stream has no such tensor)."""
+        (start, x), = self.blocks
+        return x
+
     def __repr__(self) -> str:
         return f"Rows(n={self.shape[0]}, d={self.shape[1]}, dtype={self.dtype}, device={self.device})"
 

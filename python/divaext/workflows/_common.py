@@ -99,26 +99,26 @@ def num_classes_of(num_classes: Optional[int], *label_sets: Optional[torch.Tenso
         return None
     k = class_count(*sets)
     if group is not None:
-        k = int(D.allreduce_max(torch.tensor([k], device=D._flag_device(group)), group).item())
+        k = int(D.allreduce_max(torch.tensor([k], device=D.flag_device(group)), group).item())
     return k or None
 
 
 def global_sum(t: torch.Tensor, group) -> torch.Tensor:
     """Sum over every rank's shard (the local sum on one process)."""
     s = t.sum(dtype=torch.float64).reshape(1)
-    return s if group is None else D.allreduce_sum(s.to(D._flag_device(group)), group)
+    return s if group is None else D.allreduce_sum(s.to(D.flag_device(group)), group)
 
 
 def global_sum_vec(t: torch.Tensor, group) -> torch.Tensor:
     """Elementwise float64 sum of a small vector over every rank (itself on one process)."""
     t = t.double()
-    return t if group is None else D.allreduce_sum(t.to(D._flag_device(group)), group).to(t.device)
+    return t if group is None else D.allreduce_sum(t.to(D.flag_device(group)), group).to(t.device)
 
 
 def global_max(t: torch.Tensor, group) -> torch.Tensor:
     """Maximum over every rank's shard (an empty shard contributes 0)."""
     m = (t.max() if t.numel() else t.new_zeros(())).double().reshape(1)
-    return m if group is None else D.allreduce_max(m.to(D._flag_device(group)), group)
+    return m if group is None else D.allreduce_max(m.to(D.flag_device(group)), group)
 
 
 def derivative(x, y, a, *, lam, loss, num_classes, xv=None, yv=None, loss_weights=None, group=None) -> Derivative:
