@@ -79,6 +79,17 @@ def test_detect_csv_matches_library(data, capsys):
     assert f"{int(ref.detrimental.sum())} of {N} samples flagged (the automatic count; {ref.num_issues} labels" in out
 
 
+@pytest.mark.parametrize("method", ["primal", "dual"])
+def test_detect_method_matches_library(data, capsys, method):
+    d, x, noisy, _ = data
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam", "0.5", "--method", method,
+                           "--dtype", "float64", "-o", d / "scores.csv", "--no-progress"], capsys)
+    assert code == 0, err
+    ref = detect(torch.from_numpy(x).double(), torch.from_numpy(noisy), lam=0.5, method=method)
+    np.testing.assert_allclose([float(r["score"]) for r in _read_csv(d / "scores.csv")], ref.scores.numpy(),
+                               rtol=1e-7, atol=1e-10)  # the CSV holds 9 significant digits
+
+
 def test_detect_json_with_true_labels_and_plot(data, capsys):
     pytest.importorskip("matplotlib")
     d, *_ = data

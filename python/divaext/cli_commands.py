@@ -28,7 +28,7 @@ def cmd_detect(args) -> None:
     val = S.optional_val(args, x.shape[1])
     t0 = time.perf_counter()
     res = detect(x, y, lam=S.lam_arg(args), lam_factor=args.lam_factor, intercept=args.intercept, loss=args.loss,
-                 eps=args.eps, top_k=args.top_k, num_classes=args.num_classes, **val)
+                 eps=args.eps, top_k=args.top_k, num_classes=args.num_classes, method=args.method, **val)
     seconds = time.perf_counter() - t0
     scores, flagged, labels = S.to_numpy(res.scores), S.to_numpy(res.detrimental).astype(bool), S.to_numpy(y)
     lam = res.settings["lam"]
@@ -74,7 +74,7 @@ def cmd_reweight(args) -> None:
     t0 = time.perf_counter()
     res = reweight(x, y, lam=S.lam_arg(args), intercept=args.intercept, select=None if args.select == "none" else "auto",
                    loss=args.loss, steps=args.steps, step_size=args.step_size, folds=args.folds,
-                   num_classes=args.num_classes, progress=not args.no_progress, **val)
+                   num_classes=args.num_classes, progress=not args.no_progress, method=args.method, **val)
     seconds = time.perf_counter() - t0
     weights, labels = S.to_numpy(res.weights), S.to_numpy(y)
     losses = [float(v) for v in res.losses]
@@ -116,7 +116,7 @@ def cmd_extend(args) -> None:
     lam = _model_lam(args, xc, yc, k)
     t0 = time.perf_counter()
     res = extend(xc, yc, xp, yp, lam=lam, intercept=args.intercept, loss=args.loss, batch_size=args.batch_size,
-                 budget=args.budget, num_classes=k, progress=not args.no_progress)
+                 budget=args.budget, num_classes=k, progress=not args.no_progress, method=args.method)
     seconds = time.perf_counter() - t0
     order = S.to_numpy(res.order).astype(np.int64)
     losses = [float(v) for v in res.losses]

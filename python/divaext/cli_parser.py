@@ -84,6 +84,9 @@ def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional
                    help="do not append the constant feature (the model's intercept; default: append it)")
     m.add_argument("--loss", choices=LOSSES, default=None,
                    help=f"loss on the LOO (or validation) predictions (default: {loss_default})")
+    m.add_argument("--method", choices=("auto", "primal", "dual"), default="auto",
+                   help="form of the derivative: primal (d×d), dual (n×n, exact with more features than "
+                        "samples), auto (default: dual when d >= n)")
     m.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute dtype")
     m.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     o = p.add_argument_group("output")

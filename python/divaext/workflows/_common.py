@@ -121,14 +121,15 @@ def global_max(t: torch.Tensor, group) -> torch.Tensor:
     return m if group is None else D.allreduce_max(m.to(D.flag_device(group)), group)
 
 
-def derivative(x, y, a, *, lam, loss, num_classes, xv=None, yv=None, loss_weights=None, group=None) -> Derivative:
+def derivative(x, y, a, *, lam, loss, num_classes, xv=None, yv=None, loss_weights=None, group=None,
+               method: str = "auto") -> Derivative:
     """LOO derivative, or the validation derivative when a validation set is given."""
     if xv is None:
         return loo_derivative(x, y, a, lam=lam, loss=loss, num_classes=num_classes, loss_weights=loss_weights,
-                              group=group)
+                              group=group, method=method)
     if loss_weights is not None:
         raise ValueError("divaext: loss_weights apply to the LOO loss only, not to a validation loss")
-    return val_derivative(x, y, a, xv, yv, lam=lam, loss=loss, num_classes=num_classes, group=group)
+    return val_derivative(x, y, a, xv, yv, lam=lam, loss=loss, num_classes=num_classes, group=group, method=method)
 
 
 def cpu(t: torch.Tensor) -> torch.Tensor:

@@ -79,7 +79,7 @@ class DetectResult(NamedTuple):
 def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[float] = None,
            intercept: bool = True, loss: str = "ce", threshold="auto", eps: Optional[float] = None,
            top_k: Optional[int] = None, val_features=None, val_labels=None,
-           num_classes: Optional[int] = None, group=None) -> DetectResult:
+           num_classes: Optional[int] = None, group=None, method: str = "auto") -> DetectResult:
     """Score every training sample by the derivative of the loss w.r.t. its weight, and flag
     the samples whose label is likely wrong.
 
@@ -118,6 +118,8 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
         threshold, eps, top_k: the flagging rule (above); give at most one of eps / top_k.
         val_features, val_labels: optional validation set (m, d), (m,) / (m, k).
         num_classes: class count k when the labels do not show it.
+        method: ``"auto"`` (default), ``"primal"`` or ``"dual"``: the form of the derivative (see
+            :func:`divaext.loo_derivative`; the dual is exact with more features than samples).
         group: process group of a row-sharded call (see :mod:`divaext.distributed`): each rank
             passes its rows and gets its rows' results; sums, the temperature, the estimated
             count and the cut are taken over all ranks (``lam`` must then be a number).
@@ -143,7 +145,8 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     lam_model = C.model_lam(lam, x, y, a, k, group)
     factor = C.positive_float(lam_factor, "lam_factor") if lam_factor is not None else (
         DETECT_LAM_FACTOR if isinstance(lam, str) else 1.0)
-    d = C.derivative(x, y, a, lam=lam_model * factor, loss=loss, num_classes=k, xv=xv, yv=yv, group=group)
+    d = C.derivative(x, y, a, lam=lam_model * factor, loss=loss, num_classes=k, xv=xv, yv=yv, group=group,
+                     method=method)
     loss_value = float(d.loss)
     scores = d.grad * float(C.global_sum(a, group))
     scores = torch.where(C.below_rounding(scores, loss_value), torch.zeros_like(scores), scores)

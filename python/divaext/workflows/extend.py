@@ -62,7 +62,8 @@ class LabelNameResult(NamedTuple):
 def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto", intercept: bool = True,
            loss: str = "ce", batch_size: Optional[int] = None, budget: Optional[int] = None,
            num_classes: Optional[int] = None, progress: bool = False,
-           callback: Optional[Callable[[int, torch.Tensor, float], Optional[bool]]] = None) -> ExtendResult:
+           callback: Optional[Callable[[int, torch.Tensor, float], Optional[bool]]] = None,
+           method: str = "auto") -> ExtendResult:
     """Greedily add pool samples to the core set while they lower the core's LOO loss.
 
     Which loss: the LOO loss is averaged over the core and the already selected samples only
@@ -95,6 +96,8 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
         batch_size: pool samples added per round at most (default: 5% of the pool, at least 1).
         budget: stop once this many pool samples are selected (default: the whole pool).
         progress: show a tqdm bar of the rounds when tqdm is installed.
+        method: ``"auto"`` (default), ``"primal"`` or ``"dual"``: the form of the derivative (see
+            :func:`divaext.loo_derivative`; the dual is exact with more features than samples).
         callback: ``callback(round, added, loss)`` after every round's selection, with the
             1-based round, the int64 CPU indices added in it and the loss before it; a truthy
             return value stops the selection after that round.
@@ -133,7 +136,7 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
     n_sel, stop = 0, False
     for rnd in progress_bar(range(1, n_p + 2), None, progress, "extend"):
         # loss_weights = a: 1 on core + selected, 0 on the unselected pool (see docstring).
-        d = C.derivative(x, y, a, lam=lam, loss=loss, num_classes=k, loss_weights=a)
+        d = C.derivative(x, y, a, lam=lam, loss=loss, num_classes=k, loss_weights=a, method=method)
         losses.append(float(d.loss))
         rounds.append(n_sel)
         if stop or n_sel >= budget:

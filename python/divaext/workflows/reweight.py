@@ -51,7 +51,8 @@ class ReweightResult(NamedTuple):
 def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = True, select: Optional[str] = "auto",
              loss: Optional[str] = None, steps: Optional[int] = None, step_size: Optional[float] = None,
              folds: int = 5, seed: int = 0, val_features=None, val_labels=None, num_classes: Optional[int] = None,
-             progress: bool = False, trainable=None, loss_weights=None, group=None) -> ReweightResult:
+             progress: bool = False, trainable=None, loss_weights=None, group=None,
+             method: str = "auto") -> ReweightResult:
     """Lower the LOO (or validation) loss by a few normalised gradient steps on the weights.
 
     Each step is ``a ← max(0, a − step_size · g / max_j |g_j|)`` with ``g = ∂L/∂a``: the
@@ -77,6 +78,8 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
         intercept: append a constant feature, the model's intercept (default True).
         folds, seed: the K-fold split of the selection (shuffled with ``seed``).
         progress: show a tqdm bar when tqdm is installed.
+        method: ``"auto"`` (default), ``"primal"`` or ``"dual"``: the form of the derivative (see
+            :func:`divaext.loo_derivative`; the dual is exact with more features than samples).
         trainable: optional (n,) bool mask; only these weights change.
         loss_weights: optional (n,) weights of the mean LOO loss; LOO only.
         group: process group of a row-sharded call (``select=None`` and a numeric ``lam``
@@ -115,15 +118,15 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
     if select is None:
         recipe = {"loss": loss or "ce", "steps": steps_ or 2, "step_size": size_ or 1.0}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask,
-                                   group=group, progress=progress)
+                                   group=group, progress=progress, method=method)
         return ReweightResult(C.cpu(w), losses, lam_model, dict(recipe, lam=lam_model), [], "")
     return S.select_and_apply(x, y, a, lam, lam_model, k, loss=loss, steps=steps_, step_size=size_,
                               folds=C.positive_int(folds, "folds"), seed=seed, xv=xv, yv=yv, lw=lw, mask=mask,
-                              progress=progress)
+                              progress=progress, method=method)
 
 
 def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw=None, mask=None, group=None,
-                   progress: bool = False, each_step=None, final_loss: bool = True):
+                   progress: bool = False, each_step=None, final_loss: bool = True, method: str = "auto"):
     """``recipe["steps"]`` normalised steps from ``a``; returns (weights, losses before each
     step and after the last). ``each_step(i, weights)`` is called after step i (1-based);
     ``final_loss=False`` skips the derivative after the last step (its loss only)."""
@@ -135,7 +138,7 @@ def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw
         if i == steps and not final_loss:
             break
         d = C.derivative(x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw,
-                         group=group)
+                         group=group, method=method)
         losses.append(float(d.loss))
         if i == steps:
             break

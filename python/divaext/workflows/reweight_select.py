@@ -91,7 +91,8 @@ def _candidates(loss, step_size):
 
 
 def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, step_size, folds: int, seed: int,
-                     xv=None, yv=None, lw=None, mask=None, progress: bool = False) -> ReweightResult:
+                     xv=None, yv=None, lw=None, mask=None, progress: bool = False,
+                     method: str = "auto") -> ReweightResult:
     y = class_labels(y)
     k = k or class_count(y)
     max_steps = steps or MAX_STEPS
@@ -108,7 +109,7 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
                     wins.setdefault((lo, size, i), []).append(
                         (int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel())))
             gradient_steps(xt, yt, at, lam_t, k, {"loss": lo, "steps": max_steps, "step_size": size},
-                           xv=xv, yv=yv, lw=lwt, mask=maskt, each_step=record, final_loss=False)
+                           xv=xv, yv=yv, lw=lwt, mask=maskt, each_step=record, final_loss=False, method=method)
 
     if xv is not None:  # the user's validation set decides
         evaluate(x, y, a, xv, class_labels(yv, "val_labels"), lw, mask, lam_model)
@@ -124,13 +125,15 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
     where = "on the validation set" if xv is not None else f"over {folds} held-out folds"
     if best["gain_mean"] > 0 and best["gain_mean"] > Z * best["gain_se"]:
         recipe = {"loss": best["loss"], "steps": best["steps"], "step_size": best["step_size"]}
-        w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress)
+        w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress,
+                                   method=method)
         new_lam = select_lambda(x, y, w, num_classes=k).lam if lam == "auto" else lam_model
         note = (f"applied {recipe['loss']}, {recipe['steps']} step(s) of size {recipe['step_size']:g}: "
                 f"{best['gain_mean']:+.2f} ± {best['gain_se']:.2f} accuracy points {where} (right on {best['better']} "
                 f"held-out samples uniform weights got wrong, wrong on {best['worse']} they got right)")
         return ReweightResult(C.cpu(w), losses, new_lam, dict(recipe, lam=lam_model), evidence, note)
-    d = C.derivative(x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw)
+    d = C.derivative(x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw,
+                     method=method)
     note = (f"kept the starting weights: no recipe beat them by {Z:g} standard errors {where} (best: "
             f"{best['loss']}, {best['steps']} step(s) of size {best['step_size']:g}, {best['gain_mean']:+.2f} ± "
             f"{best['gain_se']:.2f} points)")
