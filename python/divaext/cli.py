@@ -25,11 +25,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from . import _validate
 from . import io as dio
 from .features import _progress
 from .labels import decode_labels, encode_labels
 
-LOSSES = ("ce_misclassified", "ce", "mse")
+LOSSES = tuple(_validate.LOSSES)  # the loss registry's names (csrc/losses.h), in code order
 
 
 # ---------------------------------------------------------------------------------------
