@@ -5,6 +5,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <string>
+
+#include "losses.h"
+
 namespace divaext {
 
 inline void check_float_matrix(const at::Tensor& t, const char* name) {
@@ -32,11 +36,14 @@ inline void check_f64(const at::Tensor& t, const at::Tensor& x, const char* name
                     " but the features are on ", x.device());
 }
 
-// Cross-entropy reads the row's first output to start its running maximum: it needs k ≥ 1.
+// `kind` is a code of the loss registry (losses.h) and the targets have the columns that loss
+// reads (cross-entropy starts its running maximum at the row's first output).
 inline void check_loss(int64_t kind, int64_t k) {
-  TORCH_CHECK_VALUE(kind >= 0 && kind <= 2, "divaext: unknown loss kind ", kind);
-  TORCH_CHECK_VALUE(kind == 0 || k >= 1, "divaext: loss kind ", kind,
-                    " (cross-entropy) needs at least one class column, got targets with k = ", k);
+  TORCH_CHECK_VALUE(kind >= 0 && kind < losses::Losses::size, "divaext: unknown loss kind ", kind);
+  const losses::Info loss = losses::Losses::info(int(kind));
+  TORCH_CHECK_VALUE(k >= loss.min_columns, "divaext: loss kind ", kind, " (", loss.what, ") needs at least ",
+                    loss.min_columns == 1 ? "one class column" : std::to_string(loss.min_columns) + " class columns",
+                    ", got targets with k = ", k);
 }
 
 }  // namespace divaext

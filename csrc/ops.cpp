@@ -19,8 +19,12 @@ TORCH_LIBRARY(divaext, m) {
   m.def("loo_rows(Tensor x, Tensor y, Tensor a, Tensor t, Tensor v, float min_denominator, "
         "int block_rows=0) -> (Tensor, Tensor)");
   // Per-row loss of predictions f against targets y, weighted by w [n]: returns the weighted
-  // loss sum (float64, 0-d) and g = ∂(sum)/∂f [n,k]. kind: 0 mse, 1 ce, 2 ce on misclassified.
+  // loss sum (float64, 0-d) and g = ∂(sum)/∂f [n,k]. kind: a loss code of csrc/losses.h
+  // (divaext._C.losses maps the names to them).
   m.def("loss_grad(Tensor f, Tensor y, Tensor w, int kind) -> (Tensor, Tensor)");
+  // Unweighted per-row losses of G predictions per target row (e.g. one per candidate λ of a
+  // grid): f [n,G,k], y [n,k], kind as in loss_grad → [n,G] float64, out[i,j] = ℓ(f[i,j], y[i]).
+  m.def("loss_rows(Tensor f, Tensor y, int kind) -> Tensor");
   // Passes 2 + A fused for a loss known up front (w [n] loss weights, kind as in loss_grad):
   // f [n,k], h [n], ge [n] = g·e with g = w ∂ℓ/∂f (unnormalised), Σ w ℓ (float64 0-d), and the
   // whitened backward sums C̃ = Zᵀ diag(c) Z [d,d], P̃ = Zᵀ U [d,k] (float64), c = a (g·e)/D,

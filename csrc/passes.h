@@ -39,12 +39,23 @@ inline int64_t first_nonfinite_row(const Tensor& x, int64_t block) {
 }  // namespace detail
 
 namespace detail {
-// Shared checks of the per-row inputs of the backward passes.
-inline void check_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& f, const Tensor& h) {
+// x [n,d] features and y [n,k] targets like them (every pass reads both); returns k.
+inline int64_t check_features_targets(const Tensor& x, const Tensor& y) {
   check_float_matrix(x, "features");
   TORCH_CHECK_VALUE(y.dim() == 2, "divaext: targets must be 2-D [n, k], got shape ", y.sizes());
-  const int64_t n = x.size(0), k = y.size(1);
-  check_like(y, x, "targets", {n, k});
+  check_like(y, x, "targets", {x.size(0), y.size(1)});
+  return y.size(1);
+}
+
+// The Cholesky factor of the forward passes: t [d,d] and v [d,k], float64.
+inline void check_factor(const Tensor& x, const Tensor& t, const Tensor& v, int64_t k) {
+  check_f64(t, x, "t (inverse Cholesky factor)", {x.size(1), x.size(1)});
+  check_f64(v, x, "v (whitened ridge weights)", {x.size(1), k});
+}
+
+// Shared checks of the per-row inputs of the backward passes.
+inline void check_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& f, const Tensor& h) {
+  const int64_t n = x.size(0), k = detail::check_features_targets(x, y);
   check_like(a, x, "weights", {n});
   check_like(f, x, "predictions", {n, k});
   check_like(h, x, "leverages", {n});
@@ -72,12 +83,8 @@ inline void check_denominators(const Tensor& a, const Tensor& h, double min_deno
 // Pass 1: M = Xᵀ diag(a) X [d,d], B = Xᵀ diag(a) Y [d,k], accumulated in float64 across blocks.
 template <class K>
 std::tuple<Tensor, Tensor> gram(const Tensor& x, const Tensor& a, const Tensor& y, int64_t block_rows) {
-  check_float_matrix(x, "features");
-  const int64_t n = x.size(0), d = x.size(1);
-  TORCH_CHECK_VALUE(y.dim() == 2, "divaext: targets must be 2-D [n, k], got shape ", y.sizes());
-  const int64_t k = y.size(1);
+  const int64_t k = detail::check_features_targets(x, y), n = x.size(0), d = x.size(1);
   check_like(a, x, "weights", {n});
-  check_like(y, x, "targets", {n, k});
   GramAccumulator M(d, x.options());
   auto B = at::zeros({d, k}, detail::f64_on(x));
   const int64_t blk = block_rows_for(block_rows, n, d);
@@ -104,14 +111,9 @@ std::tuple<Tensor, Tensor> gram(const Tensor& x, const Tensor& a, const Tensor& 
 template <class K>
 std::tuple<Tensor, Tensor> loo_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& t,
                                     const Tensor& v, double min_denominator, int64_t block_rows) {
-  check_float_matrix(x, "features");
-  const int64_t n = x.size(0), d = x.size(1);
-  TORCH_CHECK_VALUE(y.dim() == 2, "divaext: targets must be 2-D [n, k], got shape ", y.sizes());
-  const int64_t k = y.size(1);
+  const int64_t k = detail::check_features_targets(x, y), n = x.size(0), d = x.size(1);
   check_like(a, x, "weights", {n});
-  check_like(y, x, "targets", {n, k});
-  check_f64(t, x, "t (inverse Cholesky factor)", {d, d});
-  check_f64(v, x, "v (whitened ridge weights)", {d, k});
+  detail::check_factor(x, t, v, k);
   const auto tt = t.to(x.scalar_type()), vv = v.to(x.scalar_type());
   const auto yc = y.contiguous(), ac = a.contiguous();
   auto f = at::empty({n, k}, x.options());
@@ -141,6 +143,20 @@ std::tuple<Tensor, Tensor> loss_grad(const Tensor& f, const Tensor& y, const Ten
   auto rows = at::empty({f.size(0)}, detail::f64_on(f));
   K::loss_grad(fc, yc, wc, kind, g, rows);
   return std::make_tuple(rows.sum(), g);
+}
+
+// Unweighted per-row losses of G predictions per target row (e.g. one per candidate λ):
+// f [n,G,k], y [n,k] → [n,G] float64, loss[i, j] = ℓ(f[i, j], y[i]). No gradient is formed.
+template <class K>
+Tensor loss_rows(const Tensor& f, const Tensor& y, int64_t kind) {
+  TORCH_CHECK_VALUE(f.dim() == 3, "divaext: predictions must be 3-D [n, G, k], got shape ", f.sizes());
+  TORCH_CHECK_TYPE(f.scalar_type() == at::kFloat || f.scalar_type() == at::kDouble,
+                   "divaext: predictions must be float32 or float64, got ", f.scalar_type());
+  check_like(y, f, "targets", {f.size(0), f.size(2)});
+  check_loss(kind, f.size(2));
+  auto rows = at::empty({f.size(0), f.size(1)}, detail::f64_on(f));
+  K::loss_rows(f.contiguous(), y.contiguous(), kind, rows);
+  return rows;
 }
 
 
@@ -180,14 +196,10 @@ template <class K>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
     const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& w, const Tensor& t, const Tensor& v,
     int64_t kind, double min_denominator, int64_t block_rows) {
-  check_float_matrix(x, "features");
-  TORCH_CHECK_VALUE(y.dim() == 2, "divaext: targets must be 2-D [n, k], got shape ", y.sizes());
-  const int64_t n = x.size(0), d = x.size(1), k = y.size(1);
-  check_like(y, x, "targets", {n, k});
+  const int64_t k = detail::check_features_targets(x, y), n = x.size(0), d = x.size(1);
   check_like(a, x, "weights", {n});
   check_like(w, x, "loss weights", {n});
-  check_f64(t, x, "t (inverse Cholesky factor)", {d, d});
-  check_f64(v, x, "v (whitened ridge weights)", {d, k});
+  detail::check_factor(x, t, v, k);
   check_loss(kind, k);
   const auto vv = v.to(x.scalar_type());
   const auto yc = y.contiguous(), ac = a.contiguous(), wc = w.contiguous();
@@ -257,10 +269,7 @@ Tensor vjp_rows(const Tensor& x, const Tensor& y, const Tensor& a, const Tensor&
 // Validation derivative: ∂L_val/∂a_j = (x_jᵀ p)·(y_j − x_jᵀ w), one [b,2k] product per block.
 template <class K>
 Tensor val_rows(const Tensor& x, const Tensor& y, const Tensor& w, const Tensor& p, int64_t block_rows) {
-  check_float_matrix(x, "features");
-  TORCH_CHECK_VALUE(y.dim() == 2, "divaext: targets must be 2-D [n, k], got shape ", y.sizes());
-  const int64_t n = x.size(0), d = x.size(1), k = y.size(1);
-  check_like(y, x, "targets", {n, k});
+  const int64_t k = detail::check_features_targets(x, y), n = x.size(0), d = x.size(1);
   check_f64(w, x, "w (ridge weights)", {d, k});
   check_f64(p, x, "p (S X_vᵀ G_v)", {d, k});
   const auto wp = at::cat({w, p}, 1).to(x.scalar_type());  // [d,2k]
@@ -280,6 +289,7 @@ Tensor val_rows(const Tensor& x, const Tensor& y, const Tensor& w, const Tensor&
     (m).impl("gram", &::divaext::gram<K>);             \
     (m).impl("loo_rows", &::divaext::loo_rows<K>);     \
     (m).impl("loss_grad", &::divaext::loss_grad<K>);   \
+    (m).impl("loss_rows", &::divaext::loss_rows<K>);   \
     (m).impl("loo_grad", &::divaext::loo_grad<K>);     \
     (m).impl("vjp_gram", &::divaext::vjp_gram<K>);     \
     (m).impl("vjp_rows", &::divaext::vjp_rows<K>);     \

@@ -77,6 +77,7 @@ def _op_samples(device, dtype):
         (ops.gram.default, (x, a, y, 8)),
         (ops.loo_rows.default, (x, y, a, t, v, tiny, 8)),
         (ops.loss_grad.default, (f, y, w, 2)),
+        (ops.loss_rows.default, (torch.stack([f, 2 * f], 1), y, 1)),
         (ops.loo_grad.default, (x, y, a, w, t, v, 0, tiny, 8)),
         (ops.vjp_gram.default, (x, y, a, f, h, g, t, 8)),
         (ops.vjp_rows.default, (x, y, a, f, h, ge, basis, evals.contiguous(), 8)),
@@ -84,7 +85,7 @@ def _op_samples(device, dtype):
     ]
 
 
-@pytest.mark.parametrize("which", range(7))
+@pytest.mark.parametrize("which", range(8))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_opcheck(device, dtype, which):
     op, args = _op_samples(device, dtype)[which]

@@ -1,6 +1,7 @@
-// CPU row kernels: the per-row work of each pass (row_math.h) spread over rows with
-// at::parallel_for. Every tensor argument is contiguous and on the CPU; outputs are written
-// in place. Shapes in comments; b = rows in the block.
+// CPU row kernels: the per-row formulas of each pass (row_math.h, with the serial row reducer
+// of serial_row.h) spread over rows with at::parallel_for. Every tensor argument is contiguous
+// (asserted) and on the CPU; outputs are written in place. Shapes in comments; b = rows in the
+// block; dtype that of the features unless marked float64.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -11,8 +12,11 @@ struct RowKernels {
                        const at::Tensor& y /*[b,k]*/, const at::Tensor& a /*[b]*/,
                        at::Tensor f /*[b,k] out*/, at::Tensor h /*[b] out*/);
   static void loss_grad(const at::Tensor& f /*[n,k]*/, const at::Tensor& y /*[n,k]*/,
-                        const at::Tensor& w /*[n]*/, int64_t kind, at::Tensor g /*[n,k] out*/,
+                        const at::Tensor& w /*[n]*/, int64_t kind /*code in losses.h*/, at::Tensor g /*[n,k] out*/,
                         at::Tensor loss /*[n] float64 out*/);
+  // Unweighted losses of m = n·G prediction rows, G per target row: loss[i, j] of f[i, j] vs y[i].
+  static void loss_rows(const at::Tensor& f /*[n,G,k]*/, const at::Tensor& y /*[n,k]*/, int64_t kind,
+                        at::Tensor loss /*[n,G] float64 out*/);
   static void vjp_scalars(const at::Tensor& f /*[b,k]*/, const at::Tensor& y /*[b,k]*/,
                           const at::Tensor& a /*[b]*/, const at::Tensor& h /*[b]*/,
                           const at::Tensor& g /*[b,k]*/, at::Tensor c /*[b] out*/,

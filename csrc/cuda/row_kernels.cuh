@@ -1,7 +1,8 @@
-// CUDA row kernels of the dataset-derivative passes. Torch-free (raw pointers, a stream) so
-// nvcc compiles them even where torch has no CUDA (CI's compile check); launched from
-// cuda/register.cpp. Every array is contiguous, row-major, on the current device; b rows,
-// d features, k outputs. Each returns the launch's cudaError_t.
+// CUDA row kernels of the dataset-derivative passes: the formulas of row_math.h, one warp per
+// row. Torch-free (raw pointers, a stream) so nvcc compiles them even where torch has no CUDA
+// (CI's compile check); launched from cuda/register.cpp. Every array is contiguous, row-major,
+// on the current device, in T (the features' dtype) unless marked double; b rows, d features,
+// k outputs. Each returns the launch's cudaError_t.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -10,35 +11,43 @@ namespace divaext::cuda {
 // h = |z|², f = (ŷ − a h y) / (1 − a h).
 template <typename T>
 cudaError_t launch_loo_rows(const T* z /*[b,d]*/, const T* yhat /*[b,k]*/, const T* y /*[b,k]*/,
-                            const T* a /*[b]*/, T* f /*[b,k]*/, T* h /*[b]*/, long b, long d, long k,
+                            const T* a /*[b]*/, T* f /*[b,k] out*/, T* h /*[b] out*/, long b, long d, long k,
                             cudaStream_t stream);
 
-// loss [b] (float64) = w·loss(f, y); g [b,k] = w·∂loss/∂f. kind: 0 mse, 1 ce, 2 ce misclassified.
+// loss = w·loss(f, y); g = w·∂loss/∂f. kind: a loss code of losses.h.
 template <typename T>
 cudaError_t launch_loss_grad(const T* f /*[b,k]*/, const T* y /*[b,k]*/, const T* w /*[b]*/, int kind,
-                             T* g /*[b,k]*/, double* loss /*[b]*/, long b, long k, cudaStream_t stream);
+                             T* g /*[b,k] out*/, double* loss /*[b] out*/, long b, long k, cudaStream_t stream);
+
+// Unweighted loss of each of the n·per prediction rows, row (i, j) against target row i.
+template <typename T>
+cudaError_t launch_loss_rows(const T* f /*[n,per,k]*/, const T* y /*[n,k]*/, int kind,
+                             double* loss /*[n,per] out*/, long n, long per, long k, cudaStream_t stream);
 
 // ge = g·e, c = a (g·e) / D, u = g / D with e = y − f, D = 1 − a h.
 template <typename T>
-cudaError_t launch_vjp_scalars(const T* f, const T* y, const T* a, const T* h, const T* g,
-                               T* c /*[b]*/, T* u /*[b,k]*/, T* ge /*[b]*/, long b, long k, cudaStream_t stream);
+cudaError_t launch_vjp_scalars(const T* f /*[b,k]*/, const T* y /*[b,k]*/, const T* a /*[b]*/,
+                               const T* h /*[b]*/, const T* g /*[b,k]*/, T* c /*[b] out*/, T* u /*[b,k] out*/,
+                               T* ge /*[b] out*/, long b, long k, cudaStream_t stream);
 
 // The fused pass: loo_rows, then the loss (as launch_loss_grad) and vjp_scalars of each row.
-// g [b,k] is block scratch; ge [b] = g·e is what pass B needs of it.
+// g is block scratch; ge = g·e is what pass B needs of it.
 template <typename T>
 cudaError_t launch_loo_grad(const T* z /*[b,d]*/, const T* yhat /*[b,k]*/, const T* y /*[b,k]*/,
-                            const T* a /*[b]*/, const T* w /*[b]*/, int kind, T* f /*[b,k]*/, T* h /*[b]*/,
-                            T* g /*[b,k]*/, double* loss /*[b]*/, T* c /*[b]*/, T* u /*[b,k]*/, T* ge /*[b]*/,
-                            long b, long d, long k, cudaStream_t stream);
+                            const T* a /*[b]*/, const T* w /*[b]*/, int kind, T* f /*[b,k] out*/,
+                            T* h /*[b] out*/, T* g /*[b,k] scratch*/, double* loss /*[b] out*/,
+                            T* c /*[b] out*/, T* u /*[b,k] out*/, T* ge /*[b] out*/, long b, long d, long k,
+                            cudaStream_t stream);
 
-// o = x [tE | tP̃] [b,d+k], lam [d] (float64), ge = g·e [b]:
-// grad = D (o[d:]·e) + Σ λ o[:d]² − h ge − a ge h² / D.
+// grad = D (o[d:]·e) + Σ λ o[:d]² − h ge − a ge h² / D, with o = x [tE | tP̃].
 template <typename T>
-cudaError_t launch_vjp_rows(const T* o, const double* lam, const T* f, const T* y, const T* a, const T* h,
-                            const T* ge, T* grad /*[b]*/, long b, long d, long k, cudaStream_t stream);
+cudaError_t launch_vjp_rows(const T* o /*[b,d+k]*/, const double* lam /*[d]*/, const T* f /*[b,k]*/,
+                            const T* y /*[b,k]*/, const T* a /*[b]*/, const T* h /*[b]*/, const T* ge /*[b]*/,
+                            T* grad /*[b] out*/, long b, long d, long k, cudaStream_t stream);
 
-// grad = xp·(y − xw), xwp = [xw | xp] [b,2k].
+// grad = xp·(y − xw), xwp = [xw | xp].
 template <typename T>
-cudaError_t launch_val_rows(const T* xwp, const T* y, T* grad, long b, long k, cudaStream_t stream);
+cudaError_t launch_val_rows(const T* xwp /*[b,2k]*/, const T* y /*[b,k]*/, T* grad /*[b] out*/, long b, long k,
+                            cudaStream_t stream);
 
 }  // namespace divaext::cuda

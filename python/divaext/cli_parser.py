@@ -6,7 +6,9 @@ import inspect
 import math
 from typing import Optional
 
-LOSSES = ("ce_misclassified", "ce", "mse")
+from . import _validate
+
+LOSSES = tuple(_validate.LOSSES)  # the loss registry's names (csrc/losses.h), in code order
 
 
 # ---------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def search(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, g
         f.addcmul_(ah[:, :, None], yb[:, None, :], value=-1.0).div_(den[:, :, None])
         wrong = (f.argmax(2) != yb.argmax(1)[:, None]).to(x.dtype)  # (b, G)
         err_sum += (w[sl] @ wrong).double()
-        loss_sum += (w[sl] @ _per_sample_loss(f, yb, kind, wrong)).double()
+        loss_sum += w[sl].double() @ ops.loss_rows(f, yb, kind)  # (b, G) float64, the ops' loss formulas
         min_den = torch.minimum(min_den, den.min(0).values.double())
 
     total = w.sum(dtype=torch.float64)
@@ -141,16 +141,6 @@ def search(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, g
                          "(some sample dominates its own fit); use larger lam values")
     lams = lams.cpu()
     return _Search(LambdaResult(_choose(lams, errors, losses, criterion), lams, errors, losses), s, vec, B)
-
-
-def _per_sample_loss(f: torch.Tensor, y: torch.Tensor, kind: int, wrong: torch.Tensor) -> torch.Tensor:
-    """(b, G) loss of the LOO predictions f (b, G, k) against targets y (b, k)."""
-    fy = torch.einsum("bgk,bk->bg", f, y)  # no (b, G, k) temporary
-    if kind == V.LOSSES["mse"]:
-        return torch.linalg.vector_norm(f, dim=2) ** 2 - 2 * fy + (y * y).sum(1, keepdim=True)
-    # Cross-entropy with f as logits and (possibly soft) targets y, as in divaext.loo_derivative.
-    ce = y.sum(1, keepdim=True) * torch.logsumexp(f, 2) - fy
-    return ce * wrong if kind == V.LOSSES["ce_misclassified"] else ce
 
 
 def _check_grid(grid) -> torch.Tensor:

@@ -1,0 +1,49 @@
+// What the per-row formulas (row_math.h, losses.h) need of a device: a "row reducer" that
+// spreads one row's loops over the workers given to that row. The CPU gives a row one thread
+// (SerialRow, cpu/serial_row.h); CUDA gives it the 32 lanes of a warp (WarpRow,
+// cuda/warp_row.cuh). A reducer R offers, for one row:
+//   r.each(n, body)   body(j) for every j in [0, n), each j run by exactly one worker;
+//   r.sum(n, term)    Σ_j term(j) accumulated in double (term returns double or Sums<N>), the
+//                     total returned to every worker; term may also write index j of an output;
+//   r.argmax(p, n)    ArgMax of p[0, n): its maximum and the first index holding it (ties go
+//                     to the smaller index, like torch.argmax), returned to every worker;
+//   r.put(p, v)       *p = v by one worker (the row's scalar outputs);
+//   r.sync()          makes this row's writes visible to its workers before they re-read them.
+// Torch-free and host/device inline, so nvcc compiles it without torch.
+#pragma once
+
+#if defined(__CUDACC__)
+#define DIVAEXT_HD __host__ __device__ __forceinline__
+#else
+#define DIVAEXT_HD inline
+#endif
+
+namespace divaext::rows {
+
+// N sums taken in one sweep over a row (e.g. Σy, Σy·f and Σexp(f − max) of cross-entropy).
+template <int N>
+struct Sums {
+  double v[N];
+  DIVAEXT_HD Sums& operator+=(const Sums& o) {
+    for (int m = 0; m < N; ++m) v[m] += o.v[m];
+    return *this;
+  }
+  DIVAEXT_HD double operator[](int m) const { return v[m]; }
+};
+
+struct ArgMax {
+  double value;
+  long index;
+};
+
+// An output a caller does not want (the loss gradient of the loss_rows op): `g[c] = v` on it
+// is dropped, so each loss formula is written once for both uses.
+struct Discard {
+  struct Slot {
+    template <class V>
+    DIVAEXT_HD void operator=(const V&) const {}
+  };
+  DIVAEXT_HD Slot operator[](long) const { return {}; }
+};
+
+}  // namespace divaext::rows
