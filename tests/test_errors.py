@@ -188,7 +188,13 @@ def test_undefined_loo_prediction_is_reported():
     x[11, 3] = 1.0
     a[11] = 1e12
     with pytest.raises(ValueError, match=r"leave-one-out prediction of sample 11 is undefined: 1 - a_i\*h_i"):
-        divaext.loo_derivative(x, y, a, lam=1e-3)
+        divaext.loo_derivative(x, y, a, lam=1e-3, method="primal")
+    with pytest.raises(ValueError, match=r"leave-one-out prediction of sample 11 is undefined"):
+        divaext.streaming.loo_derivative(x, y, a, lam=1e-3)  # no dual form for a stream: the same error
+    # method="auto" recomputes it in the dual, where 1 − a·h = λ·G_ii is a product: defined and finite
+    auto = divaext.loo_derivative(x, y, a, lam=1e-3)
+    dual = divaext.loo_derivative(x, y, a, lam=1e-3, method="dual")
+    assert torch.isfinite(auto.grad).all() and torch.equal(auto.grad, dual.grad)
 
 
 def test_all_zero_loss_weights():

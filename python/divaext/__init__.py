@@ -11,6 +11,9 @@ import torch  # noqa: F401  (must be imported before the compiled core)
 
 from ._ops import _C
 from .derivative import Derivative, loo_derivative, loo_predictions, val_derivative
+from .kernel import kernel_loo_derivative, kernel_loo_predictions, kernel_val_derivative
+from .ntk import empirical_ntk
+from . import dual, kernel, method, ntk
 from . import distributed, evaluation, labels, streaming, workflows
 from .workflows import (AugmentResult, DetectResult, ExtendResult, LabelNameResult, LambdaResult, LooProbs,
                         ReweightResult, augmentation_weights, detect, extend, extend_with_label_names, loo_pred_probs,
@@ -43,16 +46,11 @@ def __getattr__(name):  # lazy: the estimator imports scikit-learn (~2 s) when i
 
 __all__ = [
     "Derivative", "build_info", "loo_derivative", "loo_predictions", "val_derivative", "__version__",
+    "kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative", "empirical_ntk",
+    "dual", "kernel", "method", "ntk",
     "distributed", "streaming", "workflows", "evaluation", "labels",
     "detect", "loo_pred_probs", "reweight", "extend", "extend_with_label_names", "select_lambda", "augmentation_weights",
     "RidgeClassifier", "RidgeRegressor",
     "DetectResult", "LooProbs", "ReweightResult", "ExtendResult", "LabelNameResult", "LambdaResult", "AugmentResult",
 ]
 
-# The dual (kernel) form: n×n algebra for d ≥ n, any PSD kernel, and the empirical NTK.
-from . import dual, kernel, ntk  # noqa: E402
-from .kernel import kernel_loo_derivative, kernel_loo_predictions, kernel_val_derivative  # noqa: E402
-from .ntk import empirical_ntk  # noqa: E402
-
-__all__ += ["dual", "kernel", "ntk", "kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative",
-            "empirical_ntk"]
