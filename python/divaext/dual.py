@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import torch
 
+from ._ops import ops
+
 F64 = torch.float64
 
 
@@ -90,18 +92,11 @@ def vjp(st: DualState, g: torch.Tensor) -> torch.Tensor:
 
 
 def loss_and_grad(f: torch.Tensor, y: torch.Tensor, kind: int, w: torch.Tensor):
-    """(mean loss 0-d, g = ∂loss/∂f [n,k]) of the weighted mean loss Σ w_i ℓ_i / Σ w_i."""
-    if kind == 0:  # mse
-        per, gper = ((f - y) ** 2).sum(1), 2 * (f - y)
-    else:
-        sy = y.sum(1)
-        per = sy * torch.logsumexp(f, 1) - (y * f).sum(1)
-        gper = sy[:, None] * torch.softmax(f, 1) - y
-        if kind == 2:  # ce_misclassified: the mask is held constant
-            mask = (f.argmax(1) != y.argmax(1)).to(f.dtype)
-            per, gper = per * mask, gper * mask[:, None]
+    """(mean loss 0-d, g = ∂loss/∂f [n,k]) of the weighted mean loss Σ w_i ℓ_i / Σ w_i, by the
+    compiled loss registry's own row formulas (csrc/losses.h), in float64."""
+    loss_sum, g = ops.loss_grad(f.contiguous(), y.contiguous(), w.contiguous(), kind)
     total = w.sum()
-    return (w * per).sum() / total, gper * (w / total)[:, None]
+    return loss_sum / total, g / total
 
 
 class _DualLoo(torch.autograd.Function):
