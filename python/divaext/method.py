@@ -54,13 +54,19 @@ def choose(method: str, rows, stream: bool) -> str:
 
 def kernel_of(x: torch.Tensor, other: Optional[torch.Tensor] = None) -> torch.Tensor:
     """K = X Xᵀ [n,n] (or X_other Xᵀ [m,n]) in float64: the dual's algebra is float64 whatever
-    the features' dtype. Features with NaN/Inf are refused as the primal's first pass does."""
+    the features' dtype, summed over column blocks so that float32 features with d ≫ n are never
+    copied whole. Features with NaN/Inf are refused as the primal's first pass does."""
     for t, name in ((x, "features"), (other, "val_features")):
         if t is not None and not bool(torch.isfinite(t).all()):
             row = int(torch.nonzero(~torch.isfinite(t).all(1))[0, 0])
             raise ValueError(f"divaext: {name} contain NaN or Inf (first at row {row})")
-    x64 = x.to(torch.float64)
-    K = (x64 if other is None else other.to(torch.float64)) @ x64.T
+    rows = x.shape[0] + (0 if other is None else other.shape[0])
+    step = max(1, (1 << 25) // max(rows, 1))  # columns per float64 copy: ≤ 256 MB, not a copy of X
+    K = torch.zeros((x.shape[0] if other is None else other.shape[0], x.shape[0]), dtype=torch.float64,
+                    device=x.device)
+    for c in range(0, x.shape[1], step):
+        xc = x[:, c:c + step].to(torch.float64)
+        K.addmm_(xc if other is None else other[:, c:c + step].to(torch.float64), xc.T)
     if not bool(torch.isfinite(K).all()):
         raise ValueError("divaext: X Xᵀ overflowed float64: the features are too large; rescale them")
     return K
