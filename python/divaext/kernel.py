@@ -16,6 +16,7 @@ import torch
 
 from . import _validate as V
 from . import dual
+from .inputs import joint_num_classes, no_input_grad
 from .plan import Derivative, differentiable
 
 __all__ = ["kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative", "check_kernel"]
@@ -28,12 +29,6 @@ _SYM_EPS = 1000
 _PSD_EPS = 10
 
 
-def _no_grad(name: str, t: torch.Tensor) -> None:
-    if isinstance(t, torch.Tensor) and t.requires_grad:
-        raise RuntimeError(f"divaext: {name} requires grad, but divaext differentiates with respect to the sample "
-                           f"weights only; pass {name}.detach()")
-
-
 def _finite(name: str, t: torch.Tensor) -> None:
     if not bool(torch.isfinite(t).all()):
         bad = torch.nonzero(~torch.isfinite(t))[0].tolist()
@@ -44,7 +39,7 @@ def check_kernel(K, name: str = "K") -> torch.Tensor:
     """K as a float32/float64 [n,n] tensor, checked: square, finite, symmetric within rounding
     (then symmetrised), positive semi-definite within rounding, not requiring grad."""
     K = V.as_tensor(K, name)
-    _no_grad(name, K)
+    no_input_grad(**{name: K})
     if K.dim() != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"divaext: {name} must be a square (n, n) kernel matrix, got shape {tuple(K.shape)}")
     if K.dtype not in (torch.float32, torch.float64):
@@ -76,7 +71,7 @@ def _targets(labels, K: torch.Tensor, num_classes, name: str = "labels", rows: s
     """``K``: the kernel, or a stand-in with the right row count, dtype and device (``rows``
     then says where that count comes from)."""
     y = V.as_tensor(labels, name)
-    _no_grad(name, y)
+    no_input_grad(**{name: y})
     n = K.shape[0]
     if y.dim() in (1, 2) and y.shape[0] != n:
         raise ValueError(f"divaext: {name} has {y.shape[0]} entries but {rows or f'the kernel is {n} × {n}'}")
@@ -100,10 +95,8 @@ def _sample_weights(weights, K: torch.Tensor, name: str, rows: str = "") -> torc
 
 def _loss_weights(loss_weights, K: torch.Tensor, name: str, rows: str = "") -> torch.Tensor:
     w = _sample_weights(loss_weights, K, name, rows)
-    _no_grad(name, w)
-    if not bool((w > 0).any()):
-        raise ValueError(f"divaext: {name} are all zero; the mean loss is undefined")
-    return w
+    no_input_grad(**{name: w})
+    return V.check_loss_weights(w, K, name)
 
 
 def _check_result(t: torch.Tensor, what: str, lam: float) -> None:
@@ -176,7 +169,7 @@ def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float =
     """
     K = check_kernel(K)
     Kv = V.as_tensor(K_val, "K_val")
-    _no_grad("K_val", Kv)
+    no_input_grad(K_val=Kv)
     n = K.shape[0]
     if Kv.dim() != 2 or Kv.shape[1] != n:
         raise ValueError(f"divaext: K_val must be (m, {n}): the kernel between the validation samples and the "
@@ -189,9 +182,7 @@ def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float =
         raise ValueError("divaext: K_val has 0 rows (no validation samples)")
     _finite("K_val", Kv)
     if num_classes is None:
-        ints = [V.as_tensor(t, nm) for t, nm in ((labels, "labels"), (val_labels, "val_labels"))]
-        if all(t.dim() == 1 and not t.is_floating_point() and t.numel() for t in ints):
-            num_classes = max(int(t.max()) for t in ints) + 1
+        num_classes = joint_num_classes(labels, val_labels)
     y = _targets(labels, K, num_classes)
     # the validation targets are checked against a stand-in with m rows and K's dtype/device
     stand_in, rows = Kv[:, :1], f"the {Kv.shape[0]} rows of K_val"
