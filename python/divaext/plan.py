@@ -106,7 +106,7 @@ def loo_vjp(rows: Rows, y, a, fac: Factor, f, h, g) -> torch.Tensor:
     return rows.run("vjp_rows", (y, a, f, h, ge), *_pass_b_operands(fac, Ct, Pt))
 
 
-def min_denominator(rows: Rows, a: torch.Tensor, h: torch.Tensor) -> float:
+def smallest_denominator(rows: Rows, a: torch.Tensor, h: torch.Tensor) -> float:
     """The smallest D = 1 − a_i h_i over every rank's rows: what the gradient's accuracy hangs on."""
     local = (1 - a.double() * h.double()).min() if h.numel() else torch.tensor(math.inf, dtype=torch.float64)
     if rows.group is None:
@@ -123,7 +123,7 @@ def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w) -> Tuple[Deriv
     total = _mean_weight(rows, w, "loss_weights")
     inv = 1.0 / total  # everything downstream is linear in g: normalise the mean once, after the sums
     grad = rows.run("vjp_rows", (y, a, f, h, ge.mul_(inv.to(ge.dtype))), *_pass_b_operands(fac, Ct * inv, Pt * inv))
-    return Derivative(loss_sum / total, grad), min_denominator(rows, a, h), fac.M
+    return Derivative(loss_sum / total, grad), smallest_denominator(rows, a, h), fac.M
 
 
 def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> Derivative:
@@ -201,5 +201,5 @@ class LooPredictions(torch.autograd.Function):
             return None, None, None, None, None, None
         a, f, h = ctx.saved_tensors
         D.await_ranks(ctx.rows.group, f"the backward pass of {ctx.name}")
-        ctx.judge(min_denominator(ctx.rows, a, h))
+        ctx.judge(smallest_denominator(ctx.rows, a, h))
         return loo_vjp(ctx.rows, ctx.y, a, ctx.fac, f, h, gf.contiguous()), None, None, None, None, None
