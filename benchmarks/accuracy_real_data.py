@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import divaext
-from divaext import _reference as R
+from divaext.engine import reference as R
 
 
 def main():

@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 import common  # noqa: E402
 
 import divaext  # noqa: E402
-from divaext import dual  # noqa: E402
+from divaext.engine import dual  # noqa: E402
 
 
 def _primal(x, labels, a, k, lam, loss):
@@ -38,7 +38,7 @@ def _primal(x, labels, a, k, lam, loss):
 def _primal_unchecked(x, labels, a, k, lam, loss):
     """The primal form's gradient without the accuracy check (it still refuses D ≤ √eps): what
     the check judges."""
-    from divaext import inputs as I, plan as P
+    from divaext.engine import inputs as I, plan as P
     call = I.prepare(I.Features(x), labels, a, lam=lam, num_classes=k, block_rows=None, group=None,
                      extra=I.loss_weights_check(loss, None))
     kind, w = call.extra
@@ -47,7 +47,7 @@ def _primal_unchecked(x, labels, a, k, lam, loss):
 
 def _dual(x, labels, a, k, lam, loss):
     y = F.one_hot(labels, k).to(x.dtype)
-    return dual.dual_loo_derivative(x @ x.T, y, a, lam, divaext._validate.LOSSES[loss], torch.ones_like(a))
+    return dual.dual_loo_derivative(x @ x.T, y, a, lam, divaext.engine.validate.LOSSES[loss], torch.ones_like(a))
 
 
 def _rel(g, ref):

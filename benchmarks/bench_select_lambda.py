@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import divaext  # noqa: E402
-from divaext import _reference as R  # noqa: E402
+from divaext.engine import reference as R  # noqa: E402
 from divaext.workflows import select_lambda  # noqa: E402
 
 

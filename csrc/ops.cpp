@@ -1,5 +1,5 @@
 // Every divaext op schema, in one place. Kernels are registered per device where they are
-// written (cpu/register.cpp, cuda/register.cpp); fake (meta) kernels in python/divaext/_ops.py.
+// written (cpu/register.cpp, cuda/register.cpp); fake (meta) kernels in python/divaext/engine/ops.py.
 //
 // The dataset derivative is a few streaming passes over row blocks of X (see
 // docs/math.md and csrc/README.md). Each pass is one op, so the same ops serve a

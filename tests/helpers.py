@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from divaext import _reference as R
+from divaext.engine import reference as R
 
 # float64: both sides evaluate the same closed form in float64; differences come from
 # summation order and from the whitened (L⁻ᵀ) versus solve-based evaluation, O(κ·eps64).

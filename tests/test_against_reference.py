@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import divaext
-from divaext import _validate as V
+from divaext.engine import validate as V
 from conftest import EXAMPLES_SCALE
 from helpers import F32_FLOOR, F64_RTOL, assert_matches, onehot, reference_all
 
@@ -45,7 +45,7 @@ def _run(x, labels, y, a, lam, soft, loss, dtype, device):
         # Only acceptable refusal: a sample whose LOO prediction is numerically undefined.
         assert "is undefined" in str(e), str(e)
         ah = a * _reference_h(x, a, lam)
-        assert float((1 - ah).min()) <= 10 * divaext._validate.min_denominator(dtype), str(e)
+        assert float((1 - ah).min()) <= 10 * divaext.engine.validate.min_denominator(dtype), str(e)
         return None
     return f, out
 
@@ -66,7 +66,7 @@ def _grad_term_scale(x, y, a, lam, loss):
     """Size of the terms whose difference is ∂L/∂a_j, max_j h_j |g_j| |e_j| / D_j (and loss/n):
     a derivative that cancels to ~0 still carries their rounding, e.g. h (g·e) − h (g·e) at
     a_j = 0, or the c_j h_j² term, which carries 1/D_j, as 1 − a_j h_j gets small."""
-    from divaext import _reference as R
+    from divaext.engine import reference as R
     f = R.loo_predictions(x, y, a, lam).detach().requires_grad_(True)
     value = R.loss(f, y, loss)
     (g,) = torch.autograd.grad(value, f)
@@ -78,7 +78,7 @@ def _grad_term_scale(x, y, a, lam, loss):
 def _val_term_scale(x, y, a, lam, xv, yv, loss):
     """Size of the factors of ∂L_val/∂a_j = (x_jᵀ P)·(y_j − x_jᵀ W), P = S X_vᵀ G_v:
     max_j |x_jᵀ P| (|y_j| + |x_jᵀ W|) (and loss/n); the residual cancels where the fit is good."""
-    from divaext import _reference as R
+    from divaext.engine import reference as R
     chol, W = R.ridge(x, y, a, lam)
     fv = (xv @ W).requires_grad_(True)
     value = R.loss(fv, yv, loss)
@@ -96,7 +96,7 @@ def _cond(x, a, lam):
 
 def _reference_h(x, a, lam):
     """Leverages h_i = x_iᵀ (Xᵀ diag(a) X + lam I)⁻¹ x_i (float64 reference)."""
-    from divaext import _reference as R
+    from divaext.engine import reference as R
     chol, _ = R.ridge(x, torch.zeros(x.shape[0], 1, dtype=x.dtype), a, lam)
     z = torch.linalg.solve_triangular(chol, x.T, upper=False)
     return (z * z).sum(0)
@@ -132,7 +132,7 @@ def test_loo_matches_reference(p, loss, dtype, device):
 @settings(max_examples=25 * EXAMPLES_SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(p=problems(), m=st.integers(1, 50))
 def test_val_matches_reference(p, m, loss, dtype, device):
-    from divaext import _reference as R
+    from divaext.engine import reference as R
     x, labels, y, a, lam, soft = p
     k, d = y.shape[1], x.shape[1]
     g = torch.Generator().manual_seed(m)
@@ -166,7 +166,7 @@ def test_loss_weights_match_reference(device):
     labels = torch.randint(0, 3, (60,), generator=g)
     a = torch.rand(60, generator=g, dtype=torch.float64)
     w = (torch.rand(60, generator=g) < 0.5).double()
-    from divaext import _reference as R
+    from divaext.engine import reference as R
     ref = R.loo_derivative(x, onehot(labels, 3, torch.float64), a, 0.3, "ce", w)
     out = divaext.loo_derivative(x.to(device), labels.to(device), a.to(device), lam=0.3, loss="ce",
                                  loss_weights=w.to(device))

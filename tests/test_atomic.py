@@ -1,4 +1,4 @@
-"""divaext._atomic: a file appears whole or not at all (the feature cache and the CLI's
+"""divaext.io.atomic: a file appears whole or not at all (the feature cache and the CLI's
 staged outputs both write through it)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from divaext._atomic import atomic_write
+from divaext.io.atomic import atomic_write
 
 
 def test_atomic_write_creates_the_directory_and_leaves_no_temporary(tmp_path):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import divaext
-from divaext import _validate as V
-from divaext._ops import ops
+from divaext.engine import validate as V
+from divaext.engine.ops import ops
 
 
 def small(device, n=25, d=4, k=3, seed=0):

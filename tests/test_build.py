@@ -66,7 +66,7 @@ def test_build_compiled_the_cuda_kernels():
     ((7, 5), "", False),
 ])
 def test_cuda_arch_compatibility(capability, archs, ok):
-    from divaext._cuda_archs import runs_on
+    from divaext.engine.cuda_archs import runs_on
 
     assert runs_on(capability, archs) is ok
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import divaext
-from divaext import dual
-from divaext._validate import LOSSES
+from divaext.engine import dual
+from divaext.engine.validate import LOSSES
 
 from mp_reference import loo_reference, val_reference
 
@@ -101,7 +101,7 @@ def test_agrees_with_primal_where_well_conditioned(dtype, loss, n, d, lam):
 
 def test_predictions_backward_is_the_closed_form():
     """dual_loo_predictions' backward against autograd through the float64 reference."""
-    from divaext import _reference as R
+    from divaext.engine import reference as R
 
     x, labels, a = _problem(30, 6, zeros=(3,))
     y = F.one_hot(labels, 3).double()

@@ -28,8 +28,8 @@ def _load(module: str):
 
 
 F = _load("features")
-FC = _load("features_cache")
-progress = _load("_progress")
+FC = _load("features.cache")
+progress = _load("engine.progress")
 
 
 class CountingNet(torch.nn.Module):

@@ -9,7 +9,7 @@ import torch
 
 import divaext
 import divaext.labels
-from divaext._validate import as_tensor
+from divaext.engine.validate import as_tensor
 from divaext.labels import class_count, decode_labels, encode_labels
 
 pd = pytest.importorskip("pandas")

@@ -8,10 +8,10 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import divaext
-from divaext import _reference as R
-from divaext import _validate as V
+from divaext.engine import reference as R
+from divaext.engine import validate as V
 from divaext import cli
-from divaext._ops import _C, ops
+from divaext.engine.ops import _C, ops
 from helpers import onehot
 
 REGISTRY = sorted(_C.losses)
@@ -72,7 +72,7 @@ def test_loss_rows_refuses_bad_inputs():
         ops.loss_rows(torch.zeros(4, 2, 0, dtype=torch.float64), torch.zeros(4, 0, dtype=torch.float64), 1)
 
 
-# The fake kernels (python/divaext/_ops.py) check what the real ones check, with messages.
+# The fake kernels (python/divaext/engine/ops.py) check what the real ones check, with messages.
 def _fake_calls():
     x, y = torch.zeros(6, 3), torch.zeros(6, 2)
     a, t, v = torch.zeros(6), torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)

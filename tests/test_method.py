@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import divaext
-from divaext import method as M
+from divaext.engine import method as M
 
 from mp_reference import exact_gram, loo_reference, val_reference
 

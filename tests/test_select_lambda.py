@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import divaext
-from divaext import _reference as R
+from divaext.engine import reference as R
 from divaext.workflows import default_grid, select_lambda
 from wf_data import blobs
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (must be imported before the compiled core)
 
-from ._ops import _C
+from .engine.ops import _C
 from .derivative import Derivative, loo_derivative, loo_predictions, val_derivative
 from .kernel import kernel_loo_derivative, kernel_loo_predictions, kernel_val_derivative
 from .ntk import empirical_ntk
-from . import dual, kernel, method, ntk
+from .engine import dual, method
+from . import kernel, ntk
 from . import distributed, evaluation, labels, streaming, workflows
 from .workflows import (AugmentResult, DetectResult, ExtendResult, LabelNameResult, LambdaResult, LooProbs,
                         ReweightResult, augmentation_weights, detect, extend, extend_with_label_names, loo_pred_probs,

@@ -1,6 +1,6 @@
 """The dataset derivative of features in memory: the public functions.
 
-Each checks its inputs at the boundary (inputs.py) and runs the plan (plan.py) over the tensor's
+Each checks its inputs at the boundary (engine/inputs.py) and runs the plan (engine/plan.py) over the tensor's
 rows; ``group=`` makes the call one shard of a process group (distributed.py). The same plan
 serves features streamed from disk (streaming.py).
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Optional
 
 from . import distributed as D
-from . import dual
-from . import inputs as I
-from . import method as M
-from . import plan as P
-from .plan import Derivative
+from .engine import dual
+from .engine import inputs as I
+from .engine import method as M
+from .engine import plan as P
+from .engine.plan import Derivative
 
 __all__ = ["Derivative", "loo_predictions", "loo_derivative", "val_derivative"]
 
@@ -67,7 +67,7 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
     ``method``: ``"primal"`` (d×d algebra, row passes), ``"dual"`` (n×n algebra on X Xᵀ,
     exact where the primal's 1 − a_i h_i are tiny: more features than samples, small ``lam``)
     or ``"auto"`` (default: the dual when d ≥ n, else the primal, redirected to the dual if
-    its gradient would lose digits; see divaext.method). Sharded calls use the primal.
+    its gradient would lose digits; see divaext.engine.method). Sharded calls use the primal.
     """
     return loo_derivative_of(I.Features(features), "loo_derivative", labels, weights, lam, loss, num_classes,
                              loss_weights, block_rows, group, method)

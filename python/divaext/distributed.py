@@ -22,7 +22,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple, TypeVar
 import torch
 import torch.distributed as dist
 
-from . import _validate as V
+from .engine import validate as V
 
 T = TypeVar("T")
 

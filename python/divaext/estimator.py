@@ -13,7 +13,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from . import _validate as V
+from .engine import validate as V
 from .labels import encode_labels
 from .workflows.select_lambda import select_lambda
 

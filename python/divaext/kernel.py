@@ -4,7 +4,7 @@ kernel ridge regression and their derivatives w.r.t. the sample weights.
 ``K`` [n,n] is any positive semi-definite kernel between the training samples: ``X Xᵀ`` of
 features (then the results equal :func:`divaext.loo_derivative`'s), an empirical NTK
 (:func:`divaext.ntk.empirical_ntk`), or any other. The computation is the dual form
-(:mod:`divaext.dual`, docs/math.md "The dual form"): O(n³ + n²·k) time, O(n² + n·k) memory,
+(:mod:`divaext.engine.dual`, docs/math.md "The dual form"): O(n³ + n²·k) time, O(n² + n·k) memory,
 float64 algebra whatever ``K``'s dtype, and a gradient that keeps its digits when the primal
 form's denominators 1 − a_i h_i are tiny (more features than samples, small λ).
 """
@@ -14,10 +14,10 @@ from typing import Optional
 
 import torch
 
-from . import _validate as V
-from . import dual
-from .inputs import joint_num_classes, no_input_grad
-from .plan import Derivative, differentiable
+from .engine import validate as V
+from .engine import dual
+from .engine.inputs import joint_num_classes, no_input_grad
+from .engine.plan import Derivative, differentiable
 
 __all__ = ["kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative", "check_kernel"]
 

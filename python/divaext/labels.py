@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from . import _validate as V
+from .engine import validate as V
 
 __all__ = ["encode_labels", "decode_labels", "class_count"]
 

@@ -2,12 +2,12 @@
 
 The derivative is a few passes over row blocks of X, each pass one op returning per-row
 results or d×d / d×k sums (csrc/ops.cpp), so features that do not fit in memory are read one
-block at a time and pushed through the same plan as in-memory features (plan.py, rows.py):
+block at a time and pushed through the same plan as in-memory features (engine/plan.py, engine/rows.py):
 per-row results are written into their rows, sums are added over blocks. Memory is one block's worth of features (a few blocks in flight)
 plus O(n·k + d²), whatever n is. The LOO derivative reads X three times (pass 1; passes 2 + A
 fused; pass B), the validation derivative twice, LOO predictions twice (+ twice for backward).
 
-Sources (:func:`open_rows`, sources.py): a ``.npy`` file path, a directory of ``.npy`` shards (rows
+Sources (:func:`open_rows`, engine/sources.py): a ``.npy`` file path, a directory of ``.npy`` shards (rows
 concatenated in natural file-name order: part2.npy before part10.npy), a ``numpy.memmap``, an in-memory array or tensor, or a
 re-iterable of row blocks: a list of arrays, or a function returning a fresh iterator of
 blocks (a generator function). File-backed sources are read with explicit reads into
@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import inputs as I
+from .engine import inputs as I
 from .derivative import Derivative, loo_derivative_of, loo_predictions_of, val_derivative_of
-from .inputs import default_stream_block_rows as _default_block_rows  # noqa: F401  (benchmarks size blocks like this)
-from .sources import RowSource, open_rows
+from .engine.inputs import default_stream_block_rows as _default_block_rows  # noqa: F401  (benchmarks size blocks like this)
+from .engine.sources import RowSource, open_rows
 
 __all__ = ["RowSource", "open_rows", "loo_derivative", "val_derivative", "loo_predictions"]
 

@@ -12,10 +12,10 @@ from typing import Optional
 
 import torch
 
-from .. import _validate as V
+from ..engine import validate as V
 from .. import distributed as D
 from ..derivative import Derivative, loo_derivative, val_derivative
-from ..inputs import check_device as _check_device
+from ..engine.inputs import check_device as _check_device
 from ..labels import class_count, encode_labels
 
 

@@ -9,7 +9,7 @@ from typing import Dict, NamedTuple, Optional
 
 import torch
 
-from .. import _validate as V
+from ..engine import validate as V
 from . import _common as C
 from .reweight import reweight
 

@@ -12,8 +12,8 @@ from typing import Callable, List, NamedTuple, Optional
 
 import torch
 
-from .. import _validate as V
-from .._progress import progress_bar
+from ..engine import validate as V
+from ..engine.progress import progress_bar
 from . import _common as C
 
 

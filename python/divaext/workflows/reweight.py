@@ -15,9 +15,9 @@ from typing import List, NamedTuple, Optional
 
 import torch
 
-from .. import _validate as V
+from ..engine import validate as V
 from .. import distributed as D
-from .._progress import progress_bar
+from ..engine.progress import progress_bar
 from . import _common as C
 
 

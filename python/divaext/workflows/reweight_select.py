@@ -21,10 +21,10 @@ from typing import List, Optional
 
 import torch
 
-from .. import _validate as V
+from ..engine import validate as V
 from ..labels import class_count
-from .._ops import ops
-from .._progress import progress_bar
+from ..engine.ops import ops
+from ..engine.progress import progress_bar
 from . import _common as C
 from .probs import class_labels
 from .reweight import ReweightResult, gradient_steps

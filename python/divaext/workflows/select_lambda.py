@@ -17,8 +17,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .. import _validate as V
-from .._ops import ops
+from ..engine import validate as V
+from ..engine.ops import ops
 from . import _common as C
 
 _CRITERIA = ("error", "loss")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _C  # noqa: F401  (loading it registers torch.ops.divaext.*)
+from .. import _C  # noqa: F401  (loading it registers torch.ops.divaext.*)
 
 ops = torch.ops.divaext
 

@@ -3,8 +3,8 @@
 Everything returns an ``(n, d)`` float32 CPU ``torch.Tensor`` and can be cached
 in a ``.npy`` file so expensive embeddings are computed once. The cache is keyed by a SHA-256
 hash of the inputs and the model (``<cache>.key`` beside it): other inputs or another model
-recompute it, never silently return the old embeddings (:mod:`divaext.features_cache`).
-The pretrained models and the image transform live in :mod:`divaext.features_models`.
+recompute it, never silently return the old embeddings (:mod:`divaext.features.cache`).
+The pretrained models and the image transform live in :mod:`divaext.features.models`.
 
 Optional dependencies (imported lazily, only when used):
 
@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from ._progress import progress_bar, tqdm_available
-from .features_cache import PathLike, cache_key, load_cache, model_key, save_cache
-from .features_models import (IMAGENET_MEAN, IMAGENET_STD, MINILM_NAMES, EfficientNetLite0Features,  # noqa: F401
+from ..engine.progress import progress_bar, tqdm_available
+from .cache import PathLike, cache_key, load_cache, model_key, save_cache
+from .models import (IMAGENET_MEAN, IMAGENET_STD, MINILM_NAMES, EfficientNetLite0Features,  # noqa: F401
                               image_transform, load_efficientnet_lite0, load_minilm, sentence_transformer)
 
 __all__ = [

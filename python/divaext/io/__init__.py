@@ -4,18 +4,18 @@ Features: ``.npy``, ``.npz`` (pick the array with ``key``), ``.pt`` (a tensor, o
 tensors with ``key``). Labels: the same three, plus tables read by pandas: ``.csv``, ``.tsv``
 and ``.parquet`` (pick the column with ``column``, and optionally an id column to carry
 through to the results). Every problem is raised as :class:`InputError` with a message that
-names the file and what is wrong, so the CLI can print it as is (:mod:`divaext.io_read`).
+names the file and what is wrong, so the CLI can print it as is (:mod:`divaext.io.read`).
 
 Results are tables written by pandas (CSV, TSV or JSON) through :class:`StagedOutputs`: every
 file goes to a temporary file in its destination directory first and all of them are moved
 into place (``os.replace``) only when the whole command has succeeded, so a failure leaves
-nothing half-written behind (:mod:`divaext.io_write`).
+nothing half-written behind (:mod:`divaext.io.write`).
 """
 from __future__ import annotations
 
-from .io_read import (FEATURE_KEYS, FEATURE_SUFFIXES, LABEL_COLUMNS, LABEL_KEYS, LABEL_SUFFIXES, TABLE_SUFFIXES,
+from .read import (FEATURE_KEYS, FEATURE_SUFFIXES, LABEL_COLUMNS, LABEL_KEYS, LABEL_SUFFIXES, TABLE_SUFFIXES,
                       InputError, Labels, PathLike, load_features, load_labels, read_table)
-from .io_write import OUTPUT_SUFFIXES, StagedOutputs, check_output_path, settings_path, write_table
+from .write import OUTPUT_SUFFIXES, StagedOutputs, check_output_path, settings_path, write_table
 
 __all__ = [
     "FEATURE_KEYS", "FEATURE_SUFFIXES", "LABEL_COLUMNS", "LABEL_KEYS", "LABEL_SUFFIXES", "OUTPUT_SUFFIXES",

@@ -11,8 +11,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ._atomic import atomic_write
-from .features_models import MINILM_NAMES
+from ..io.atomic import atomic_write
+from .models import MINILM_NAMES
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -9,8 +9,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import io as dio
-from .labels import decode_labels, encode_labels
+from .. import io as dio
+from ..labels import decode_labels, encode_labels
 
 
 class Classes:
@@ -94,7 +94,7 @@ def check_device(args) -> None:
         raise dio.InputError(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if device.type == "cpu":
         return
-    from . import build_info
+    from .. import build_info
 
     info = build_info()
     if device.type != "cuda":
@@ -112,7 +112,7 @@ def check_outputs(args) -> None:
     dio.check_output_path(args.output)
     if getattr(args, "plot", None):
         dio.check_output_path(args.plot, suffixes=None, what="plot")
-        from . import plots
+        from .. import plots
 
         plots.require_matplotlib()
     check_device(args)
@@ -120,7 +120,7 @@ def check_outputs(args) -> None:
 
 def settings(args, **resolved) -> dict:
     """What produced a result: the version, the command line's options, the resolved values."""
-    from . import __version__
+    from .. import __version__
 
     options = {k: v for k, v in vars(args).items() if k not in ("classes", "command")}
     return {"command": args.command, "version": __version__, "options": options, **resolved}
@@ -129,7 +129,7 @@ def settings(args, **resolved) -> dict:
 def metrics(scores, flagged, mislabeled) -> dict:
     """Detection quality against known noise: ROC AUC of the scores (None when only one kind
     of sample is present), precision / recall / F1 of the flagged set."""
-    from .evaluation import detection_metrics
+    from ..evaluation import detection_metrics
 
     m = detection_metrics(scores, flagged, mislabeled)
     return {"auc": None if math.isnan(m.auc) else m.auc, "f1": m.f1, "precision": m.precision, "recall": m.recall}

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._ops import _C
+from .ops import _C
 
 # loss name → the code the ops take: the registry compiled from csrc/losses.h, not a copy of it
 LOSSES = dict(_C.losses)

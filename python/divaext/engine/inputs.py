@@ -1,7 +1,7 @@
 """The public boundary: every input of a derivative call checked in one place, for an
 in-memory tensor or a stream, on one process or as a shard of a process group.
 
-:func:`prepare` opens the rows (:class:`divaext.rows.Rows`), checks labels, weights and the
+:func:`prepare` opens the rows (:class:`divaext.engine.rows.Rows`), checks labels, weights and the
 settings, and — sharded — agrees with the other ranks on all of it before the first data
 collective (a bad shard fails every rank, naming it). The passes and the d×d algebra after
 it (plan.py) then check only what they compute.
@@ -12,11 +12,11 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from . import _validate as V
-from . import distributed as D
-from ._ops import _C
+from . import validate as V
+from .. import distributed as D
+from .ops import _C
 from .blocks import BlockStream
-from .labels import class_count
+from ..labels import class_count
 from .rows import Rows
 from .sources import open_rows
 
@@ -43,7 +43,7 @@ def check_device(x) -> None:
     if x.device.type not in ("cpu", "cuda"):
         raise ValueError(f"divaext: unsupported device {x.device}; use CPU or CUDA tensors")
     if x.device.type == "cuda":
-        from ._cuda_archs import check_device as check_arch
+        from .cuda_archs import check_device as check_arch
 
         check_arch(x.device.index if x.device.index is not None else torch.cuda.current_device(), _C.cuda_archs)
 
@@ -85,7 +85,7 @@ def _op_block_rows(rows: Rows, k: int, block_rows: Optional[int]) -> int:
 
 class Features(NamedTuple):
     """Where the rows come from: an in-memory tensor (``stream=False``), or a stream from any
-    source of :func:`divaext.sources.open_rows` computed on ``device``."""
+    source of :func:`divaext.engine.sources.open_rows` computed on ``device``."""
 
     source: object
     stream: bool = False

@@ -11,8 +11,8 @@ and exit with status 1 (2 for bad command-line usage, as argparse does; 130 / 14
 SIGINT / SIGTERM).
 
 Here: the entry point (``main``, the ``divaext`` console script and ``python -m divaext``);
-the parser is in :mod:`divaext.cli_parser`, the subcommands in :mod:`divaext.cli_commands`,
-the steps they share in :mod:`divaext.cli_steps`.
+the parser is in :mod:`divaext.cli.parser`, the subcommands in :mod:`divaext.cli.commands`,
+the steps they share in :mod:`divaext.cli.steps`.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import sys
 import threading
 from typing import List, Optional
 
-from . import io as dio
-from .cli_commands import cmd_demo, cmd_detect, cmd_extend, cmd_reweight
-from .cli_parser import LOSSES, build_parser  # noqa: F401  (LOSSES: divaext.cli.LOSSES, as before)
-from .cli_steps import Classes
+from .. import io as dio
+from .commands import cmd_demo, cmd_detect, cmd_extend, cmd_reweight
+from .parser import LOSSES, build_parser  # noqa: F401  (LOSSES: divaext.cli.LOSSES, as before)
+from .steps import Classes
 
 
 COMMANDS = {"detect": cmd_detect, "reweight": cmd_reweight, "extend": cmd_extend, "demo": cmd_demo}

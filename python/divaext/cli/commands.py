@@ -7,15 +7,15 @@ import time
 import numpy as np
 import torch
 
-from . import cli_steps as S
-from . import io as dio
-from ._progress import progress_bar
-from .cli_parser import default_loss
-from .labels import class_count
+from . import steps as S
+from .. import io as dio
+from ..engine.progress import progress_bar
+from .parser import default_loss
+from ..labels import class_count
 
 
 def cmd_detect(args) -> None:
-    from .workflows import detect
+    from ..workflows import detect
 
     args.loss = args.loss or default_loss("detect")
     S.check_outputs(args)
@@ -50,7 +50,7 @@ def cmd_detect(args) -> None:
     with dio.StagedOutputs() as out:
         dio.write_table(out, args.output, columns, meta)
         if args.plot:
-            from . import plots
+            from .. import plots
 
             plots.score_histogram(scores, out.path(args.plot), flagged=flagged, mislabeled=mislabeled,
                                   eps=res.threshold, title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
@@ -66,7 +66,7 @@ def cmd_detect(args) -> None:
 
 
 def cmd_reweight(args) -> None:
-    from .workflows import reweight
+    from ..workflows import reweight
 
     S.check_outputs(args)
     x, y, lab = S.load_xy(args, args.features, args.labels, "reweight")
@@ -87,7 +87,7 @@ def cmd_reweight(args) -> None:
     with dio.StagedOutputs() as out:
         dio.write_table(out, args.output, columns, meta)
         if args.plot:
-            from . import plots
+            from .. import plots
 
             plots.loss_curve(losses, out.path(args.plot), ylabel=f"{'validation' if val else 'LOO'} {args.loss} loss")
     print(f"reweight: {res.note or 'applied the recipe as given'}; λ={lam:.4g}, loss "
@@ -97,7 +97,7 @@ def cmd_reweight(args) -> None:
 
 
 def cmd_extend(args) -> None:
-    from .workflows import extend
+    from ..workflows import extend
 
     args.loss = args.loss or default_loss("extend")
     S.check_outputs(args)
@@ -132,7 +132,7 @@ def cmd_extend(args) -> None:
     with dio.StagedOutputs() as out:
         dio.write_table(out, args.output, columns, meta)
         if args.plot:
-            from . import plots
+            from .. import plots
 
             if curve is not None:
                 plots.error_curve(curve["counts"], curve["errors"], out.path(args.plot))
@@ -150,7 +150,7 @@ def cmd_extend(args) -> None:
 
 def _model_lam(args, x, y, k) -> float:
     """The model's λ as the workflows choose it (on x with the intercept column, if any)."""
-    from .workflows._common import model_lam, with_intercept
+    from ..workflows._common import model_lam, with_intercept
 
     return model_lam(S.lam_arg(args), with_intercept(x, args.intercept), y, None, k)
 
@@ -158,7 +158,7 @@ def _model_lam(args, x, y, k) -> float:
 def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress, args_intercept=True) -> dict:
     """Test error of the ridge classifier (fixed λ) on core + the first m selected pool
     samples, for up to 20 values of m, for the DIVA order and for one random order."""
-    from .estimator import RidgeClassifier
+    from ..estimator import RidgeClassifier
 
     xt, yt = S.to_numpy(test[0]), S.to_numpy(test[1])
     n_sel = len(order)
@@ -176,7 +176,7 @@ def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress, args_inter
 
 
 def cmd_demo(args) -> None:
-    from .demo import format_report, run_demo
+    from ..demo import format_report, run_demo
 
     result = run_demo(out_dir=args.out, noise=args.noise, seed=args.seed, plots=not args.no_plots,
                       progress=not args.no_progress)

@@ -6,7 +6,7 @@ import inspect
 import math
 from typing import Optional
 
-from . import _validate
+from ..engine import validate as _validate
 
 LOSSES = tuple(_validate.LOSSES)  # the loss registry's names (csrc/losses.h), in code order
 
@@ -60,7 +60,7 @@ def _float(text: str) -> float:
 
 def default_loss(command: str) -> str:
     """The workflow's own default loss (they differ: see divaext.workflows.detect)."""
-    from . import workflows
+    from .. import workflows
 
     return inspect.signature(getattr(workflows, command)).parameters["loss"].default
 
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="divaext",
         description="DIVA dataset derivatives on fixed features: find mislabeled samples, "
                     "reweight a dataset, or extend it from a pool.")
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"divaext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -8,7 +8,7 @@ form does not, as long as ``G`` itself is well conditioned, which is the case ex
 
 Everything here works on already validated tensors (``divaext.kernel`` checks inputs):
 ``K`` [n,n] symmetric PSD, ``y`` [n,k], ``a`` [n] ≥ 0, ``lam`` > 0, ``kind`` an int of
-``_validate.LOSSES``, ``w`` [n] loss weights with a positive sum. The algebra runs in float64
+``validate.LOSSES``, ``w`` [n] loss weights with a positive sum. The algebra runs in float64
 whatever the input dtype (an n×n Cholesky factorisation); results come back in ``y``'s dtype.
 Cost O(n³ + n²·k) time, O(n² + n·k) memory.
 
@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._ops import ops
+from .ops import ops
 
 F64 = torch.float64
 

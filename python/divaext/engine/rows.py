@@ -14,8 +14,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import distributed as D
-from ._ops import ops
+from .. import distributed as D
+from .ops import ops
 
 ROW, SUM = "row", "sum"
 

@@ -13,9 +13,9 @@ from typing import NamedTuple, Tuple
 
 import torch
 
-from . import _validate as V
-from . import distributed as D
-from ._ops import ops
+from . import validate as V
+from .. import distributed as D
+from .ops import ops
 from .rows import Rows
 
 

@@ -15,8 +15,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ._atomic import publish, remove_quietly, temp_beside
-from .io_read import InputError, PathLike
+from .atomic import publish, remove_quietly, temp_beside
+from .read import InputError, PathLike
 
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".json")
 
