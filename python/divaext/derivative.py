@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 from . import distributed as D
+from .engine import compiled as C
 from .engine import dual
 from .engine import inputs as I
 from .engine import method as M
@@ -44,6 +45,9 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
     Returns:
         (n, k) tensor in the features' dtype, differentiable w.r.t. ``weights``.
     """
+    if C.compiling():  # torch.compile: one opaque op that runs this function (engine/compiled.py)
+        C.check_traceable("loo_predictions", group, features=features, labels=labels, weights=weights)
+        return C.loo_predictions_call(features, labels, weights, lam, num_classes, block_rows, method)
     return loo_predictions_of(I.Features(features), "loo_predictions", labels, weights, lam, num_classes,
                               block_rows, group, method)
 
@@ -69,6 +73,11 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
     or ``"auto"`` (default: the dual when d ≥ n, else the primal, redirected to the dual if
     its gradient would lose digits; see divaext.engine.method). Sharded calls use the primal.
     """
+    if C.compiling():
+        C.check_traceable("loo_derivative", group, features=features, labels=labels, weights=weights,
+                          loss_weights=loss_weights)
+        return Derivative(*C.loo_derivative_call(features, labels, weights, lam, loss, num_classes, loss_weights,
+                                                 block_rows, method))
     return loo_derivative_of(I.Features(features), "loo_derivative", labels, weights, lam, loss, num_classes,
                              loss_weights, block_rows, group, method)
 
@@ -89,6 +98,11 @@ def val_derivative(features, labels, weights, val_features, val_labels, *, lam: 
 
     ``method``: as in :func:`loo_derivative` (the dual uses the kernels X Xᵀ and X_v Xᵀ).
     """
+    if C.compiling():
+        C.check_traceable("val_derivative", group, features=features, labels=labels, weights=weights,
+                          val_features=val_features, val_labels=val_labels, val_loss_weights=val_loss_weights)
+        return Derivative(*C.val_derivative_call(features, labels, weights, val_features, val_labels, lam, loss,
+                                                 num_classes, val_loss_weights, block_rows, method))
     return val_derivative_of(I.Features(features), "val_derivative", labels, weights, val_features, val_labels,
                              lam, loss, num_classes, val_loss_weights, block_rows, group, method)
 
