@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,19 @@ def _files(d: Path) -> None:
     np.save(d / "core_y.npy", y[:40])
     np.save(d / "pool.npy", x[40:])
     np.save(d / "pool_y.npy", y[40:])
+    words = ["what is", "who was", "where is"]
+    (d / "texts.csv").write_text("id,text,label\n" + "".join(f"t{i},{words[c]} thing {i},{c}\n" for i, c in enumerate(y)))
+    np.save(d / "x_texts.npy", x)
+
+
+class StubSentenceModel:
+    """Stands in for the offline MiniLM where the [features] extra is not installed: 8 numbers
+    per text from its words (the command line's plumbing is what is tested here)."""
+
+    def encode(self, texts, batch_size=64, show_progress_bar=False, normalize_embeddings=True, convert_to_numpy=True):
+        out = np.array([[zlib.crc32(f"{t.split()[0]} {j}".encode()) % 97 + 1.0 for j in range(8)] for t in texts],
+                       np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize_embeddings else out
 
 
 @pytest.mark.parametrize("line", COMMANDS)
@@ -72,6 +86,9 @@ def test_command_lines_run(line, tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
     _files(tmp_path)
+    if line.split()[1] == "embed" and importlib.util.find_spec("sentence_transformers") is None:
+        import divaext.features.embed as E
+        monkeypatch.setattr(E, "sentence_transformer", lambda name: StubSentenceModel())
     argv = shlex.split(line)[1:] + ["--no-progress"]
     code = main(argv)
     err = capsys.readouterr().err

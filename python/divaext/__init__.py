@@ -4,27 +4,55 @@ Around fixed features, a learning task is linearised as weighted ridge regressio
 targets. Its leave-one-out predictions have a closed form, so the LOO loss and its derivative
 with respect to every sample weight are computed exactly in a few streaming passes over the
 features: O(n·d²) time, O(n·k + d²) extra memory.
+
+The package's map: docs/extending.md (public functions here, the engine in ``engine/``, the
+command in ``cli/``, files in ``io/``, embedding in ``features/``).
 """
 from __future__ import annotations
 
-import torch  # noqa: F401  (must be imported before the compiled core)
-
-from .engine.ops import _C
-from .derivative import Derivative, loo_derivative, loo_predictions, val_derivative
-from .kernel import kernel_loo_derivative, kernel_loo_predictions, kernel_val_derivative
-from .ntk import empirical_ntk
-from .engine import dual, method
-from . import kernel, ntk
-from . import distributed, evaluation, labels, streaming, workflows
-from .workflows import (AugmentResult, DetectResult, ExtendResult, LabelNameResult, LambdaResult, LooProbs,
-                        ReweightResult, augmentation_weights, detect, extend, extend_with_label_names, loo_pred_probs,
-                        reweight, select_lambda)
+import importlib
 
 __version__ = "0.1.0"
+
+# Names and the module that defines each. They are imported on first use (PEP 562), so
+# ``import divaext`` costs nothing until a name is used (``divaext --version`` needs no torch),
+# and ``divaext.features`` is there without importing its heavy optional models.
+_FROM = {
+    ".derivative": ("Derivative", "loo_derivative", "loo_predictions", "val_derivative"),
+    ".kernel": ("kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative"),
+    ".ntk": ("empirical_ntk",),
+    ".workflows": ("AugmentResult", "DetectResult", "ExtendResult", "LabelNameResult", "LambdaResult", "LooProbs",
+                   "ReweightResult", "augmentation_weights", "detect", "extend", "extend_with_label_names",
+                   "loo_pred_probs", "reweight", "select_lambda"),
+    ".estimator": ("RidgeClassifier", "RidgeRegressor"),  # imports scikit-learn (~2 s) when used
+}
+_NAMES = {name: module for module, names in _FROM.items() for name in names}
+_SUBMODULES = {"kernel": ".kernel", "ntk": ".ntk", "distributed": ".distributed", "evaluation": ".evaluation",
+               "labels": ".labels", "streaming": ".streaming", "workflows": ".workflows", "estimator": ".estimator",
+               "features": ".features", "plots": ".plots", "io": ".io", "cli": ".cli", "demo": ".demo",
+               "engine": ".engine", "dual": ".engine.dual", "method": ".engine.method"}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name], __name__)
+    else:
+        raise AttributeError(f"module 'divaext' has no attribute {name!r}")
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES) | set(_SUBMODULES))
 
 
 def build_info() -> dict:
     """What the compiled core contains: torch it was built against, CUDA kernels, archs."""
+    import torch
+
+    from .engine.ops import _C
     return {
         "version": __version__,
         "torch_built_against": _C.torch_version,
@@ -38,20 +66,12 @@ def build_info() -> dict:
     }
 
 
-def __getattr__(name):  # lazy: the estimator imports scikit-learn (~2 s) when it is installed
-    if name in ("RidgeClassifier", "RidgeRegressor"):
-        from . import estimator
-        return getattr(estimator, name)
-    raise AttributeError(f"module 'divaext' has no attribute {name!r}")
-
-
 __all__ = [
     "Derivative", "build_info", "loo_derivative", "loo_predictions", "val_derivative", "__version__",
     "kernel_loo_derivative", "kernel_loo_predictions", "kernel_val_derivative", "empirical_ntk",
-    "dual", "kernel", "method", "ntk",
+    "dual", "kernel", "method", "ntk", "features",
     "distributed", "streaming", "workflows", "evaluation", "labels",
     "detect", "loo_pred_probs", "reweight", "extend", "extend_with_label_names", "select_lambda", "augmentation_weights",
     "RidgeClassifier", "RidgeRegressor",
     "DetectResult", "LooProbs", "ReweightResult", "ExtendResult", "LabelNameResult", "LambdaResult", "AugmentResult",
 ]
-

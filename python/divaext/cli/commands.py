@@ -181,3 +181,24 @@ def cmd_demo(args) -> None:
     result = run_demo(out_dir=args.out, noise=args.noise, seed=args.seed, plots=not args.no_plots,
                       progress=not args.no_progress)
     print(format_report(result))
+
+
+def cmd_embed(args) -> None:
+    from .. import features
+
+    dio.check_output_path(args.output, suffixes=(".npy",), what="features")
+    table = dio.read_table(args.table, header=False if args.no_header else None)
+    names = [str(c) for c in table.columns]
+    col = args.text_column
+    j = names.index(col) if col in names else int(col) if col.strip().isdigit() and int(col) < len(names) else None
+    if j is None:
+        raise dio.InputError(f"table {args.table!r} has no column {col!r} for --text-column; it has {names}")
+    texts = table.iloc[:, j]
+    if texts.isna().any():
+        row = int(np.flatnonzero(texts.isna().to_numpy())[0])
+        raise dio.InputError(f"--text-column {args.text_column!r} of {args.table} has no text in row {row}")
+    t0 = time.perf_counter()
+    # the .npy is embed_texts' cache (with a .key beside it): a rerun on the same texts reads it back
+    x = features.embed_texts(args.model, texts.astype(str).tolist(), batch_size=args.batch_size, cache=args.output,
+                             progress=not args.no_progress)
+    print(f"embed: {x.shape[0]} texts → {x.shape[1]} features in {args.output} ({time.perf_counter() - t0:.1f} s)")

@@ -23,12 +23,13 @@ import threading
 from typing import List, Optional
 
 from .. import io as dio
-from .commands import cmd_demo, cmd_detect, cmd_extend, cmd_reweight
+from .commands import cmd_demo, cmd_detect, cmd_embed, cmd_extend, cmd_reweight
 from .parser import LOSSES, build_parser  # noqa: F401  (LOSSES: divaext.cli.LOSSES, as before)
 from .steps import Classes
 
 
-COMMANDS = {"detect": cmd_detect, "reweight": cmd_reweight, "extend": cmd_extend, "demo": cmd_demo}
+COMMANDS = {"detect": cmd_detect, "reweight": cmd_reweight, "extend": cmd_extend, "embed": cmd_embed,
+            "demo": cmd_demo}
 
 
 class _Terminated(Exception):

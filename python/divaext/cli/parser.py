@@ -171,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-labels", metavar="PATH")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-order baseline in the plot")
 
+    p = sub.add_parser("embed", help="features for a table of texts (a pretrained sentence model, offline)",
+                       description="Embed one text column of a .csv/.tsv/.parquet table with a "
+                                   "sentence-transformers model (default: the offline all-MiniLM-L6-v2 of the "
+                                   "[features] extra) into an (n, d) float32 .npy that detect, reweight and "
+                                   "extend read. The .npy is also the cache: a rerun on the same texts and "
+                                   "model reads it back instead of recomputing.")
+    p.add_argument("table", help="table of texts: .csv, .tsv or .parquet")
+    p.add_argument("--text-column", required=True, metavar="COL", help="column (name or 0-based index) of the texts")
+    p.add_argument("--model", default="minilm", metavar="NAME",
+                   help="'minilm' (default, offline) or a sentence-transformers name or local path")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="texts per forward pass (default 64)")
+    p.add_argument("--no-header", action="store_true", help="the first row of a .csv/.tsv table is data")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="features file, .npy")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     p = sub.add_parser("demo", help="the packaged TREC demo: noise, detect, reweight, report",
                        description="Inject label noise into the shipped TREC question features, "
                                    "detect the mislabeled samples, reweight, and report detection "

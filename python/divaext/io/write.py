@@ -75,7 +75,7 @@ def check_output_path(path: PathLike, suffixes: Optional[Sequence[str]] = OUTPUT
     suffix = Path(text).suffix.lower()
     if suffixes is not None and suffix not in suffixes:
         raise InputError(f"{what} file {text!r}: unsupported extension {suffix or '(none)'!r}; "
-                         f"use {', '.join(suffixes[:-1])} or {suffixes[-1]}")
+                         f"use {' or '.join(filter(None, (', '.join(suffixes[:-1]), suffixes[-1])))}")
     final = os.path.abspath(text)
     directory = os.path.dirname(final)
     parent = next((p for p in [directory, *Path(directory).parents] if os.path.exists(p)), "/")
