@@ -1,5 +1,5 @@
 // A stand-in for <cuda_runtime.h> so that csrc/cuda/row_kernels.cu and warp_row.cuh compile
-// with g++ unchanged and run on the CPU (tests only; see tests/cuda_emu/README in csrc/README.md).
+// with g++ unchanged and run on the CPU (tests only; csrc/README.md, "Emulated CUDA kernels").
 // Each GPU thread is a fiber (emu_fibers.h); the warp intrinsics below block the calling
 // fiber until every live lane of its warp (block) has reached the same intrinsic, as on the
 // device, and report what CUDA leaves undefined (a mask naming an exited lane, a read of a

@@ -16,6 +16,7 @@
 #include "inputs.h"
 #include "launchers.h"
 #include "losses.h"
+#include "shuffle_rules.h"
 
 namespace emu_test {
 namespace {
@@ -122,6 +123,9 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--max-failing-cases") && i + 1 < argc) st.max_failing = std::atol(argv[++i]);
     else return std::fprintf(stderr, "usage: %s [--max-failing-cases N]\n", argv[0]), 2;
   }
+  std::vector<emu_test::Failure> rules;  // the emulator itself first: CUDA's shuffle rules
+  for (const std::string& m : emu_test::check_shuffle_rules()) rules.push_back({"shuffle-rules", m});
+  emu_test::report("emulator self-test", rules, st);
   emu_test::run_all<float>(st);
   emu_test::run_all<double>(st);
   std::string checks;

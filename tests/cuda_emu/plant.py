@@ -20,6 +20,7 @@ class Plant(NamedTuple):
     name: str
     edits: tuple  # (file under csrc, old text (must occur), new text); the first occurrence changes
     check: str    # the driver check that must fail (checks.h, argmax_probe.h)
+    says: str = ""  # and a phrase its report must contain
 
 
 PLANTS = (
@@ -39,11 +40,11 @@ PLANTS = (
     Plant("off-by-one row guard", ((KERNELS, "if (i >= b) return;", "if (i > b) return;"),), "out-of-bounds"),
     Plant("full-mask shuffle after lanes exited",
           ((KERNELS, "if (i >= b) return;\n  rows::loss_row(", "if (i >= b || r.lane >= k) return;\n  rows::loss_row("),),
-          "emulator"),
+          "emulator", "mask names lane"),
     Plant("lane reading an exited lane",
           ((KERNELS, "if (i >= b) return;\n  rows::loss_row(", "if (i >= b || r.lane >= k) return;\n  rows::loss_row("),
            (WARP, "v += __shfl_xor_sync(kFull, v, o)", "v += __shfl_xor_sync(__activemask(), v, o)")),
-          "emulator"),
+          "emulator", "in __shfl_xor_sync, which has exited"),
     Plant("kernel writing its inputs",
           ((KERNELS, "w[i], g + i * k, loss + i, k)", "w[i], const_cast<T*>(f) + i * k, loss + i, k)"),),
           "input-modified"),
@@ -93,13 +94,17 @@ def check_plant(plant: Plant, root: Path, driver_obj: Path | None = None) -> Out
     return run_driver(binary, max_failing=3)
 
 
+def caught_by(plant: Plant, out: Outcome) -> bool:
+    return out.returncode == 1 and plant.check in out.failed_checks and plant.says in out.output
+
+
 def main() -> int:
     bad = 0
     with tempfile.TemporaryDirectory(prefix="divaext-plant-") as tmp:
         driver_obj = build.compile_driver(Path(tmp) / "driver")
         for i, plant in enumerate(PLANTS):
             out = check_plant(plant, Path(tmp) / str(i), driver_obj)
-            caught = out.returncode == 1 and plant.check in out.failed_checks
+            caught = caught_by(plant, out)
             bad += not caught
             print(f"{'caught' if caught else 'MISSED'}: {plant.name} -> expected [{plant.check}], "
                   f"failed: {', '.join(sorted(out.failed_checks)) or 'none'} (exit {out.returncode})")
