@@ -5,8 +5,8 @@
 //   r.each(n, body)   body(j) for every j in [0, n), each j run by exactly one worker;
 //   r.sum(n, term)    Σ_j term(j) accumulated in double (term returns double or Sums<N>), the
 //                     total returned to every worker; term may also write index j of an output;
-//   r.argmax(p, n)    ArgMax of p[0, n): its maximum and the first index holding it (ties go
-//                     to the smaller index, like torch.argmax), returned to every worker;
+//   r.argmax(p, n)    ArgMax of p[0, n) under the order of ArgMax::take (torch.argmax's: NaN
+//                     is the maximum, ties go to the smaller index), returned to every worker;
 //   r.put(p, v)       *p = v by one worker (the row's scalar outputs);
 //   r.sync()          makes this row's writes visible to its workers before they re-read them.
 // Torch-free and host/device inline, so nvcc compiles it without torch.
@@ -31,9 +31,31 @@ struct Sums {
   DIVAEXT_HD double operator[](int m) const { return v[m]; }
 };
 
+// The largest (value, index) seen so far. One order for every device, so the CPU's serial loop
+// and CUDA's lanes and butterfly (which meet the elements in other orders) agree on any row:
+// torch.argmax's rule, NaN is the maximum (the first NaN wins), otherwise the largest value,
+// ties (−0 == +0, −inf == −inf) to the smaller index; so an all −inf row gives index 0.
+// It is a strict total order on (value, index) with distinct indices, so the result does not
+// depend on the order in which the elements are taken.
 struct ArgMax {
   double value;
-  long index;
+  long index;  // kNone: no element taken yet (a lane with no column of the row)
+
+  static constexpr long kNone = -1;
+  // Loses to every element, −inf and NaN included (no value is neutral, so the index says it).
+  DIVAEXT_HD static ArgMax none() { return {0.0, kNone}; }
+
+  // Whether element (v, i) beats the current one. v != v: NaN (isnan is not host/device alike).
+  DIVAEXT_HD bool beaten_by(double v, long i) const {
+    if (i == kNone) return false;
+    if (index == kNone) return true;
+    const bool v_nan = v != v, cur_nan = value != value;
+    if (v_nan || cur_nan) return v_nan && (!cur_nan || i < index);
+    return v > value || (v == value && i < index);
+  }
+  DIVAEXT_HD void take(double v, long i) {
+    if (beaten_by(v, i)) *this = {v, i};
+  }
 };
 
 // An output a caller does not want (the loss gradient of the loss_rows op): `g[c] = v` on it

@@ -16,12 +16,11 @@ struct SerialRow {
     for (long j = 0; j < n; ++j) s += term(j);
     return s;
   }
-  // Strict > keeps the first of equal maxima (torch.argmax's rule). n >= 1 (losses.h min_columns).
+  // The order of ArgMax::take (row_reducer.h), shared with the CUDA lanes.
   template <typename T>
   rows::ArgMax argmax(const T* p, long n) const {
-    rows::ArgMax m{double(p[0]), 0};
-    for (long c = 1; c < n; ++c)
-      if (double(p[c]) > m.value) m = {double(p[c]), c};
+    rows::ArgMax m = rows::ArgMax::none();
+    for (long c = 0; c < n; ++c) m.take(double(p[c]), c);
     return m;
   }
   template <typename T, typename V>

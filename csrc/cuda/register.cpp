@@ -81,13 +81,13 @@ struct RowKernels {
                                 z.size(0), z.size(1), y.size(1), s);
     });
   }
-  static void vjp_rows(const at::Tensor& o /*[b,d+k]*/, const at::Tensor& eigenvalues /*[d] float64*/,
+  static void vjp_rows(const at::Tensor& o /*[b,d+k]*/, const at::Tensor& lam /*[d] float64: eigenvalues*/,
                        const at::Tensor& f /*[b,k]*/, const at::Tensor& y /*[b,k]*/, const at::Tensor& a /*[b]*/,
                        const at::Tensor& h /*[b]*/, const at::Tensor& ge /*[b]*/, at::Tensor grad /*[b] out*/) {
     on_stream(f, [&](auto t, cudaStream_t s) {
       using T = decltype(t);
-      return launch_vjp_rows<T>(ptr<T>(o), ptr<double>(eigenvalues), ptr<T>(f), ptr<T>(y), ptr<T>(a), ptr<T>(h),
-                                ptr<T>(ge), ptr<T>(grad), f.size(0), eigenvalues.size(0), f.size(1), s);
+      return launch_vjp_rows<T>(ptr<T>(o), ptr<double>(lam), ptr<T>(f), ptr<T>(y), ptr<T>(a), ptr<T>(h),
+                                ptr<T>(ge), ptr<T>(grad), f.size(0), lam.size(0), f.size(1), s);
     });
   }
   static void val_rows(const at::Tensor& xwp /*[b,2k]*/, const at::Tensor& y /*[b,k]*/, at::Tensor grad /*[b] out*/) {

@@ -2,9 +2,6 @@
 // l, l + 32, …, so a warp's reads of a contiguous row are coalesced; sums are accumulated
 // per lane in double and combined with shuffles, so every lane ends with the total.
 #pragma once
-#include <cfloat>
-#include <climits>
-
 #include "row_reducer.h"
 
 namespace divaext::cuda {
@@ -24,12 +21,14 @@ __device__ __forceinline__ rows::Sums<N> warp_sum(rows::Sums<N> s) {
   return s;
 }
 
-// First index of the maximum (ties → smaller index), like torch.argmax and the CPU kernels.
-__device__ __forceinline__ void warp_argmax(double& v, int& i) {
+// Combines the lanes' ArgMax under the order of ArgMax::take (row_reducer.h), the CPU's too.
+// Every lane takes part in every step (a lane with no column holds ArgMax::none()), and the
+// order is total, so every lane ends with the same winner.
+__device__ __forceinline__ void warp_argmax(rows::ArgMax& m) {
   for (int o = kWarp / 2; o > 0; o >>= 1) {
-    const double ov = __shfl_xor_sync(kFull, v, o);
-    const int oi = __shfl_xor_sync(kFull, i, o);
-    if (ov > v || (ov == v && oi < i)) { v = ov; i = oi; }
+    const double ov = __shfl_xor_sync(kFull, m.value, o);
+    const long oi = __shfl_xor_sync(kFull, m.index, o);
+    m.take(ov, oi);
   }
 }
 
@@ -54,12 +53,10 @@ struct WarpRow {
   }
   template <typename T>
   __device__ __forceinline__ rows::ArgMax argmax(const T* p, long n) const {
-    double v = -DBL_MAX;
-    int i = INT_MAX;
-    for (long c = lane; c < n; c += kWarp)
-      if (double(p[c]) > v) { v = double(p[c]); i = int(c); }
-    warp_argmax(v, i);
-    return {v, long(i)};
+    rows::ArgMax m = rows::ArgMax::none();
+    for (long c = lane; c < n; c += kWarp) m.take(double(p[c]), c);
+    warp_argmax(m);
+    return m;
   }
   template <typename T, typename V>
   __device__ __forceinline__ void put(T* p, V v) const {

@@ -44,7 +44,9 @@ def loss(f, y, kind: str, w: Optional[torch.Tensor] = None):
     elif kind in ("ce", "ce_misclassified"):
         per = y.sum(1) * torch.logsumexp(f, 1) - (y * f).sum(1)
         if kind == "ce_misclassified":
-            per = per * (f.detach().argmax(1) != y.argmax(1)).to(f.dtype)
+            # where, not a product: a masked-off row counts 0 even if its logits are not
+            # finite (NaN·0 is NaN), as in the kernels; argmax's NaN-is-max rule is theirs too.
+            per = torch.where(f.detach().argmax(1) != y.argmax(1), per, 0.0)
     else:
         raise ValueError(kind)
     if w is None:
