@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from divaext import _reference as R
-from divaext._ops import _C, ops
+from divaext.engine import reference as R
+from divaext.engine.ops import _C, ops
 
 INF, NAN = math.inf, math.nan
 # (logits, label): the rows (all −inf, NaN first, all NaN), NaN or ±inf elsewhere,
