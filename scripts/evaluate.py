@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 import warnings
-from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
@@ -49,77 +46,17 @@ import torch
 import divaext
 from divaext.estimator import RidgeClassifier
 from divaext.evaluation import detection_metrics, inject_class_conditional_noise, inject_noise
+from evaluate_data import DATASETS, Data, cache_dir, load  # beside this script
 
 NOISE = 0.2
 # Fresh noise draws: the defaults were chosen on draws 0–2 (RESULTS.md), never on these.
 UNIFORM_SEEDS = (101, 102, 103)
 CLASS_COND_SEED = 104
-SEED_SUBSAMPLE, SEED_EXTEND = 3, 5
+SEED_EXTEND = 5
 UNIFORM_DRAWS = 5
 
 # For the "irrelevant pool" extension: rows of another text set (same MiniLM space).
 OTHER_TEXT = {"trec": "agnews", "sst2": "smsspam", "agnews": "trec", "smsspam": "sst2"}
-
-
-@dataclass
-class Spec:
-    source: str  # "shipped" | "sklearn" | a file under <cache>/features
-    kind: str  # "text" | "image"
-    max_train: Optional[int] = None  # subsample the training set (CPU budget)
-
-
-DATASETS: Dict[str, Spec] = {
-    "trec": Spec("shipped", "text"),
-    "sst2": Spec("sst2.npz", "text"),
-    "agnews": Spec("agnews.npz", "text"),
-    "smsspam": Spec("smsspam.npz", "text"),
-    "fashion_mnist": Spec("fashion_mnist_effnet.npz", "image", max_train=5000),
-    "digits": Spec("sklearn", "image"),
-}
-
-
-@dataclass
-class Data:
-    train_x: torch.Tensor  # (n, d) float32, as a user would pass them (no constant column)
-    train_y: np.ndarray  # (n,) int64 clean labels
-    test_x: torch.Tensor
-    test_y: np.ndarray
-    k: int
-    note: str
-
-
-def cache_dir(arg: Optional[str]) -> Path:
-    return Path(arg or os.environ.get("DIVAEXT_CACHE") or Path.home() / ".cache" / "divaext")
-
-
-def load(name: str, cache: Path) -> Data:
-    spec = DATASETS[name]
-    if spec.source == "sklearn":
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        ds = load_digits()
-        xtr, xte, ytr, yte = train_test_split(ds.data.astype(np.float32), ds.target.astype(np.int64),
-                                              test_size=0.2, stratify=ds.target, random_state=0)
-        k = 10
-    else:
-        path = files("divaext") / "data" / "trec_minilm.npz" if spec.source == "shipped" else \
-            cache / "features" / spec.source
-        if not Path(str(path)).exists():
-            raise SystemExit(f"{path} is missing: build it with scripts/build_datasets.py --out {cache / 'features'}")
-        with np.load(path, allow_pickle=False) as d:
-            xtr, ytr = d["train_x"].astype(np.float32), d["train_y"].astype(np.int64)
-            xte, yte = d["test_x"].astype(np.float32), d["test_y"].astype(np.int64)
-            k = len(d["classes"])
-    note = ""
-    if spec.max_train and len(ytr) > spec.max_train:
-        keep = np.sort(np.random.default_rng(SEED_SUBSAMPLE).choice(len(ytr), spec.max_train, replace=False))
-        note = f"train subsampled {len(ytr)} → {spec.max_train}"
-        xtr, ytr = xtr[keep], ytr[keep]
-    if spec.kind == "image":  # standardise with the training statistics
-        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-        xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-    return Data(torch.from_numpy(xtr), ytr, torch.from_numpy(xte), yte, k, note)
 
 
 def t(y: np.ndarray) -> torch.Tensor:
