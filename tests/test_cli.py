@@ -112,6 +112,20 @@ def test_detect_json_with_true_labels_and_plot(data, capsys):
 # label and feature formats
 
 
+@pytest.mark.parametrize("rank_by", ["label_quality", "score"])
+def test_detect_rank_by_and_sorted_rows(data, capsys, rank_by):
+    d, *_ = data
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--rank-by", rank_by, "--top-k", "5", "--sort",
+                           "-o", d / "scores.json"], capsys)
+    assert code == 0, err
+    doc = json.loads((d / "scores.json").read_text())
+    assert doc["meta"]["rank_by"] == rank_by and f"ranked by {rank_by}" in out
+    rows = doc["rows"]
+    assert [r["detrimental"] for r in rows[:6]] == [1] * 5 + [0]  # the flagged first ...
+    key = [r["label_quality"] for r in rows[:5]] if rank_by == "label_quality" else [-r["score"] for r in rows[:5]]
+    assert key == sorted(key)  # ... most suspicious first
+
+
 def _write_labels(d, y, fmt):
     """The labels in format ``fmt``; returns (path, extra CLI options)."""
     if fmt == "npz":
