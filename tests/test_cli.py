@@ -418,8 +418,8 @@ def test_id_column_settings_and_sort(data, capsys):
     assert code == 0, err
     rows = _read_csv(d / "s.csv")
     assert list(rows[0])[:2] == ["id", "index"]
-    scores = [float(r["score"]) for r in rows]
-    assert scores == sorted(scores, reverse=True)  # most detrimental first
+    key = [(-int(r["detrimental"]), float(r["label_quality"])) for r in rows]
+    assert key == sorted(key)  # flagged first, then lowest label quality first (the default ranking)
     assert all(r["id"] == ids[int(r["index"])] for r in rows)  # ids travel with their rows
     meta = json.loads((d / "s.csv.meta.json").read_text())
     assert meta["lam"] == 0.5 and meta["loss"] == "ce" and meta["threshold"] == "auto" and meta["intercept"]
@@ -534,7 +534,7 @@ def test_detect_cut_flags_match_the_library(data, capsys):
     assert code == 0, err
     doc = json.loads((d / "s.json").read_text())
     assert [r["detrimental"] for r in doc["rows"]] == ref.detrimental.int().tolist()
-    assert sum(r["detrimental"] for r in doc["rows"]) == 5 and "the 5 highest scores" in out
+    assert sum(r["detrimental"] for r in doc["rows"]) == 5 and "the 5 most suspicious" in out
     assert doc["meta"]["threshold"] == "top_k" and doc["meta"]["intercept"] is False
     code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam-factor", "2", "-o", d / "f.json"], capsys)
     assert code == 0, err
