@@ -29,7 +29,7 @@ def test_trec_flags_no_label_the_model_predicts(trec, rank_by):
     assert res.settings["rank_by"] == rank_by and int(flagged.sum()) == res.num_issues
     assert not bool((res.predicted_label[flagged] == y[flagged]).any())
     m = detection_metrics(res.ranking.numpy(), flagged.numpy(), mislabeled)
-    # measured: label_quality AUC 0.974, F1 0.839; score 0.965, 0.838 (RESULTS.md, issue 23)
+    # measured: label_quality AUC 0.974, F1 0.839; score 0.965, 0.842 (RESULTS.md, issue 23 dev draws)
     assert m.auc > 0.96 and m.f1 > 0.82
     if rank_by == "score":  # the previous release's flags (top scores, agreeing samples included) for comparison
         p = divaext.loo_pred_probs(x, y).probs
@@ -37,7 +37,7 @@ def test_trec_flags_no_label_the_model_predicts(trec, rank_by):
         before = torch.zeros_like(flagged)
         before[torch.topk(res.scores, n_before).indices] = True
         assert bool((res.predicted_label[before] == y[before]).any())  # measured: 35 of 1234 agreed
-        assert m.f1 >= detection_metrics(res.scores.numpy(), before.numpy(), mislabeled).f1  # 0.838 vs 0.830
+        assert m.f1 >= detection_metrics(res.scores.numpy(), before.numpy(), mislabeled).f1  # 0.842 vs 0.830
 
 
 def test_trec_default_ranking_is_label_quality_and_the_frame_follows_it(trec):
