@@ -9,9 +9,19 @@ import json
 import sys
 from typing import List
 
+from evaluate_report_flags import flags_markdown  # beside this script
+
 
 def _pct(v: float) -> str:
     return f"{100 * v:.2f}"
+
+
+def _auc(m: dict) -> str:
+    return "nan" if m["auc"] is None or m["auc"] != m["auc"] else f"{m['auc']:.3f}"
+
+
+def _secs(m: dict) -> str:
+    return "cached" if m.get("seconds") is None else f"{m['seconds']:.1f} s"
 
 
 def markdown(results: List[dict]) -> str:
@@ -25,8 +35,12 @@ def markdown(results: List[dict]) -> str:
              "cleanlab on LOO probs: F1 / time |\n|" + "---|" * 14)
     for r in results:
         for cond, d in r["detection"].items():
-            dv, cl, rt = d["diva"], d["cleanlab"], d["cleanlab_on_loo_probs"]
+            dv, cl, rt = d["diva"], d.get("cleanlab"), d["cleanlab_on_loo_probs"]
             true = d["n_mislabeled"]
+            if cl is None:  # --cleanlab clean / none: not run on these labels
+                L.append(f"| {r['dataset']} | {cond} | {true} | {dv['n_flagged']} ({dv['num_issues']}) | {dv['f1']:.3f} | "
+                         f"{_auc(dv)} | {dv['seconds']:.2f} s | — | — | — | — | — | — | {rt['f1']:.3f} / {rt['seconds']:.2f} s |")
+                continue
             if cond == "clean":
                 ok_f1 = "flags ≤ cleanlab + 1 %: " + ("yes" if dv["n_flagged"] <= cl["n_flagged"] + 0.01 * r["n_train"] else "**no**")
                 ok_auc = "—"
@@ -34,13 +48,15 @@ def markdown(results: List[dict]) -> str:
                 ok_f1 = "yes" if dv["f1"] >= cl["f1"] else "**no**"
                 ok_auc = "yes" if dv["auc"] >= cl["auc"] - 0.01 else "**no**"
             L.append(f"| {r['dataset']} | {cond} | {true} | {dv['n_flagged']} ({dv['num_issues']}) | {dv['f1']:.3f} | "
-                     f"{dv['auc']:.3f} | {dv['seconds']:.2f} s | {cl['n_flagged']} | {cl['f1']:.3f} | {cl['auc']:.3f} | "
-                     f"{cl['seconds']:.1f} s | {ok_f1} | {ok_auc} | {rt['f1']:.3f} / {rt['seconds']:.2f} s |")
+                     f"{_auc(dv)} | {dv['seconds']:.2f} s | {cl['n_flagged']} | {cl['f1']:.3f} | {_auc(cl)} | "
+                     f"{_secs(cl)} | {ok_f1} | {ok_auc} | {rt['f1']:.3f} / {rt['seconds']:.2f} s |")
+
+    L.append("\n" + flags_markdown(results))
 
     L.append("\n### Reweight (defaults: `divaext.reweight(x, labels)`, `select=\"auto\"`): test accuracy\n\n"
              "| dataset | labels | unweighted | reweighted | change | what it decided | time |\n|---|---|---|---|---|---|---|")
     for r in results:
-        for cond, w in r["reweight"].items():
+        for cond, w in r.get("reweight", {}).items():
             L.append(f"| {r['dataset']} | {cond} | {_pct(w['acc'])} | {_pct(w['acc_reweighted'])} | "
                      f"{100 * w['change']:+.2f} | {w['note']} | {w['seconds']:.0f} s |")
 
@@ -48,7 +64,7 @@ def markdown(results: List[dict]) -> str:
              "| dataset | bad half | core only | DIVA | uniform (mean ± sd of 5) | DIVA − uniform | good half only | "
              "bad in DIVA's selection | time |\n|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        e = r["extend"]
+        e = r.get("extend", {})
         for variant in ("mislabeled", "irrelevant"):
             if variant not in e:
                 continue

@@ -112,6 +112,20 @@ def test_detect_json_with_true_labels_and_plot(data, capsys):
 # label and feature formats
 
 
+@pytest.mark.parametrize("rank_by", ["label_quality", "score"])
+def test_detect_rank_by_and_sorted_rows(data, capsys, rank_by):
+    d, *_ = data
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--rank-by", rank_by, "--top-k", "5", "--sort",
+                           "-o", d / "scores.json"], capsys)
+    assert code == 0, err
+    doc = json.loads((d / "scores.json").read_text())
+    assert doc["meta"]["rank_by"] == rank_by and f"ranked by {rank_by}" in out
+    rows = doc["rows"]
+    assert [r["detrimental"] for r in rows[:6]] == [1] * 5 + [0]  # the flagged first ...
+    key = [r["label_quality"] for r in rows[:5]] if rank_by == "label_quality" else [-r["score"] for r in rows[:5]]
+    assert key == sorted(key)  # ... most suspicious first
+
+
 def _write_labels(d, y, fmt):
     """The labels in format ``fmt``; returns (path, extra CLI options)."""
     if fmt == "npz":
@@ -404,8 +418,8 @@ def test_id_column_settings_and_sort(data, capsys):
     assert code == 0, err
     rows = _read_csv(d / "s.csv")
     assert list(rows[0])[:2] == ["id", "index"]
-    scores = [float(r["score"]) for r in rows]
-    assert scores == sorted(scores, reverse=True)  # most detrimental first
+    key = [(-int(r["detrimental"]), float(r["label_quality"])) for r in rows]
+    assert key == sorted(key)  # flagged first, then lowest label quality first (the default ranking)
     assert all(r["id"] == ids[int(r["index"])] for r in rows)  # ids travel with their rows
     meta = json.loads((d / "s.csv.meta.json").read_text())
     assert meta["lam"] == 0.5 and meta["loss"] == "ce" and meta["threshold"] == "auto" and meta["intercept"]
@@ -520,7 +534,7 @@ def test_detect_cut_flags_match_the_library(data, capsys):
     assert code == 0, err
     doc = json.loads((d / "s.json").read_text())
     assert [r["detrimental"] for r in doc["rows"]] == ref.detrimental.int().tolist()
-    assert sum(r["detrimental"] for r in doc["rows"]) == 5 and "the 5 highest scores" in out
+    assert sum(r["detrimental"] for r in doc["rows"]) == 5 and "the 5 most suspicious" in out
     assert doc["meta"]["threshold"] == "top_k" and doc["meta"]["intercept"] is False
     code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam-factor", "2", "-o", d / "f.json"], capsys)
     assert code == 0, err

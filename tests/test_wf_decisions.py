@@ -43,9 +43,39 @@ def test_flag_rules_eps_and_top_k():
     by_eps = detect(data.x, data.y, eps=0.05)
     assert torch.equal(by_eps.detrimental, by_eps.scores > 0.05) and by_eps.settings["threshold"] == "eps"
     assert torch.equal(detect(data.x, data.y, threshold=0.05).detrimental, by_eps.detrimental)
-    top = detect(data.x, data.y, top_k=10)
-    assert int(top.detrimental.sum()) == 10
-    assert top.scores[top.detrimental].min() >= top.scores[~top.detrimental].max()
+    top = detect(data.x, data.y, top_k=10)  # the 10 lowest label qualities (the default ranking)
+    assert int(top.detrimental.sum()) == 10 and top.settings["rank_by"] == "label_quality"
+    assert top.label_quality[top.detrimental].max() <= top.label_quality[~top.detrimental].min()
+    by_score = detect(data.x, data.y, top_k=10, rank_by="score")
+    assert int(by_score.detrimental.sum()) == 10
+    assert by_score.scores[by_score.detrimental].min() >= by_score.scores[~by_score.detrimental].max()
+
+
+@pytest.mark.parametrize("rank_by", ["auto", "label_quality", "score"])
+def test_auto_flags_only_samples_the_model_disagrees_with(rank_by):
+    data = blobs(600, flip=0.15, sep=1.0, seed=7)
+    res = detect(data.x, data.y, rank_by=rank_by)
+    flagged = res.detrimental
+    assert int(flagged.sum()) == res.num_issues > 0
+    assert not bool((res.predicted_label[flagged] == data.y[flagged]).any())
+    # flagged = the num_issues most suspicious of the disagreeing samples, by the chosen ranking
+    want = {"auto": 1 - res.label_quality, "label_quality": 1 - res.label_quality, "score": res.scores}[rank_by]
+    torch.testing.assert_close(res.ranking, want.double())
+    others = ~flagged & (res.predicted_label != data.y)
+    assert res.ranking[flagged].min() >= res.ranking[others].max()
+    # the paper's rule does flag samples the model agrees with: the case the automatic rule excludes
+    agree = res.predicted_label == data.y
+    assert bool((res.scores[agree] > 0).any())
+
+
+def test_rank_by_bad_input():
+    data = blobs(40, seed=8)
+    with pytest.raises(ValueError, match="rank_by must be 'auto', 'label_quality' or 'score', got 'lq'"):
+        detect(data.x, data.y, rank_by="lq")
+    y = torch.nn.functional.one_hot(data.y, 4).double()
+    with pytest.raises(ValueError, match="rank_by='label_quality' needs \\(n,\\) integer class labels"):
+        detect(data.x, y, eps=0.0, lam=1.0, rank_by="label_quality")
+    assert detect(data.x, y, eps=0.0, lam=1.0).settings["rank_by"] == "score"  # float targets: the score
 
 
 def test_label_fields_match_the_calibrated_probabilities():
@@ -71,7 +101,10 @@ def test_to_dataframe_is_ranked_worst_first_with_ids():
     assert list(df.columns) == ["id", "score", "detrimental", "label_quality", "predicted_label", "predicted_prob"]
     flagged = df["detrimental"].to_numpy()
     assert flagged[: flagged.sum()].all()  # flagged first ...
-    assert (np.diff(df["score"].to_numpy()[: flagged.sum()]) <= 0).all()  # ... by score
+    assert (np.diff(df["label_quality"].to_numpy()[: flagged.sum()]) >= 0).all()  # ... by the ranking
+    by_score = detect(data.x, data.y, rank_by="score").to_dataframe()
+    f = by_score["detrimental"].to_numpy()
+    assert (np.diff(by_score["score"].to_numpy()[: f.sum()]) <= 0).all()
     row = df.iloc[0]
     i = ids.index(row["id"])
     assert row["score"] == pytest.approx(float(res.scores[i]))
@@ -170,7 +203,7 @@ def test_confident_learning_count_matches_cleanlab():
     cleanlab = pytest.importorskip("cleanlab.filter")
     data = blobs(800, flip=0.2, sep=1.2, seed=10)
     p = loo_pred_probs(data.x, data.y).probs
-    ours = LQ.find_issues(p, data.y, 4)
+    ours = LQ.find_issues(p, data.y, 4, keep_confident_labels=False)  # cleanlab's rule
     theirs = cleanlab.find_label_issues(data.y.numpy(), p.numpy())
     assert abs(int(ours.sum()) - int(theirs.sum())) <= 0.02 * int(theirs.sum()) + 2
     assert int((ours.numpy() & theirs).sum()) >= 0.97 * min(int(ours.sum()), int(theirs.sum()))

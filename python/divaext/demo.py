@@ -84,7 +84,7 @@ def run_demo(out_dir: Optional[str] = "divaext-demo", *, noise: float = 0.2, see
     wn = w.numpy()
     result = DemoResult(
         n_train=len(ytr), n_test=len(yte), num_classes=k, noise=noise, n_mislabeled=int(mislabeled.sum()),
-        lam=det.settings["lam_model"], detection=detection_metrics(scores, det.detrimental.numpy(), mislabeled),
+        lam=det.settings["lam_model"], detection=detection_metrics(det.ranking.numpy(), det.detrimental.numpy(), mislabeled),
         detection_eps0=detection_metrics(scores, scores > 0, mislabeled), num_issues=int(det.num_issues),
         reweight_note=rw.note, reweight_losses=[float(v) for v in rw.losses],
         acc_clean=acc_clean, acc_noisy=acc_noisy, acc_reweighted=acc_rw,
@@ -101,8 +101,9 @@ def run_demo(out_dir: Optional[str] = "divaext-demo", *, noise: float = 0.2, see
         if plots:
             from . import plots as P
 
-            P.score_histogram(scores, out.path(paths["scores"]), mislabeled=mislabeled, eps=det.threshold,
-                              title=f"TREC, {noise:.0%} label noise: DIVA scores and the automatic cut")
+            # the automatic cut is on the label quality, not on these scores: no line
+            P.score_histogram(scores, out.path(paths["scores"]), mislabeled=mislabeled, eps=float("inf"),
+                              title=f"TREC, {noise:.0%} label noise: DIVA scores")
             P.loss_curve(result.reweight_losses, out.path(paths["loss"]), ylabel=f"LOO {rw.settings['loss']} loss",
                          title="Reweighting: LOO loss per step")
         result = result._replace(files=list(paths.values()), seconds=time.perf_counter() - t0)

@@ -28,7 +28,8 @@ def cmd_detect(args) -> None:
     val = S.optional_val(args, x.shape[1])
     t0 = time.perf_counter()
     res = detect(x, y, lam=S.lam_arg(args), lam_factor=args.lam_factor, intercept=args.intercept, loss=args.loss,
-                 eps=args.eps, top_k=args.top_k, num_classes=args.num_classes, method=args.method, **val)
+                 eps=args.eps, top_k=args.top_k, num_classes=args.num_classes, method=args.method,
+                 rank_by=args.rank_by, **val)
     seconds = time.perf_counter() - t0
     scores, flagged, labels = S.to_numpy(res.scores), S.to_numpy(res.detrimental).astype(bool), S.to_numpy(y)
     lam = res.settings["lam"]
@@ -45,17 +46,18 @@ def cmd_detect(args) -> None:
         mislabeled = true_y != labels
         columns["mislabeled"] = mislabeled.astype(int)
         meta.update(S.metrics(scores, flagged, mislabeled))
-    if args.sort:
-        columns = S.sorted_rows(columns, -scores)
+    if args.sort:  # flagged first, then by the ranking the flags were cut on
+        columns = S.sorted_rows(columns, np.lexsort((-S.to_numpy(res.ranking), ~flagged)), is_order=True)
     with dio.StagedOutputs() as out:
         dio.write_table(out, args.output, columns, meta)
         if args.plot:
             from .. import plots
 
             plots.score_histogram(scores, out.path(args.plot), flagged=flagged, mislabeled=mislabeled,
-                                  eps=res.threshold, title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
+                                  eps=res.threshold if res.settings["threshold"] == "eps" else float("inf"), title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
     rule = {"auto": f"the automatic count; {res.num_issues} labels estimated wrong",
-            "eps": f"score > {res.threshold:g}", "top_k": f"the {args.top_k} highest scores"}[res.settings["threshold"]]
+            "eps": f"score > {res.threshold:g}", "top_k": f"the {args.top_k} most suspicious"}[res.settings["threshold"]]
+    rule += f", ranked by {res.settings['rank_by']}"
     print(f"detect: {meta['n_detrimental']} of {meta['n']} samples flagged ({rule}); "
           f"λ={lam:.4g}, {args.loss} loss {meta['loss_value']:.4f}, {seconds:.2f} s")
     if true_y is not None:

@@ -121,15 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Per-sample DIVA score (normalised derivative of the LOO or "
                                    "validation loss w.r.t. the sample's weight) and the calibrated "
                                    "LOO label quality. By default as many samples are flagged as "
-                                   "confident learning estimates are mislabeled, highest score first.")
+                                   "confident learning estimates are mislabeled, lowest label quality "
+                                   "first, among those whose LOO prediction is not their label.")
     p.add_argument("features", help="(n, d) features: .npy, .npz or .pt")
     p.add_argument("labels", help="(n,) labels: .npy, .npz, .pt, .csv, .tsv or .parquet")
     _common(p, output_help="scores file, .csv, .tsv or .json ([id,] index, label, score, grad, detrimental)",
             plot_help="histogram of the scores, flagged vs kept", loss_default=default_loss("detect"),
-            sort_help="rows by score, most detrimental first (default: input order)")
+            sort_help="rows flagged first, then most suspicious first by --rank-by (default: input order)")
+    p.add_argument("--rank-by", choices=("auto", "label_quality", "score"), default="auto",
+                   help="order of suspicion: label_quality (lowest first; auto with class labels) or "
+                        "score (highest DIVA score first; auto with float targets)")
     t = p.add_argument_group("flagging (default: the automatic count)").add_mutually_exclusive_group()
     t.add_argument("--eps", type=_float, help="flag the samples with score > EPS instead (the paper: 0)")
-    t.add_argument("--top-k", type=_positive_int, metavar="K", help="flag the K highest scores instead")
+    t.add_argument("--top-k", type=_positive_int, metavar="K", help="flag the K most suspicious samples (--rank-by) instead")
     p.add_argument("--lam-factor", type=_positive_float, metavar="F",
                    help="take the derivative at F × λ (default: 3 with --lam loo, else 1)")
     p.add_argument("--true-labels", metavar="PATH",

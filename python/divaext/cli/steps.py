@@ -135,8 +135,9 @@ def metrics(scores, flagged, mislabeled) -> dict:
     return {"auc": None if math.isnan(m.auc) else m.auc, "f1": m.f1, "precision": m.precision, "recall": m.recall}
 
 
-def sorted_rows(columns: dict, key: np.ndarray) -> dict:
-    order = np.argsort(key, kind="stable")
+def sorted_rows(columns: dict, key: np.ndarray, is_order: bool = False) -> dict:
+    """The rows in ascending ``key`` order (or in the order ``key`` lists, with ``is_order``)."""
+    order = key if is_order else np.argsort(key, kind="stable")
     return {name: np.asarray(values)[order] for name, values in columns.items()}
 
 
