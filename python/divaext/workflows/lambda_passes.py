@@ -107,11 +107,15 @@ def evaluate(x, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired: bool = F
     f64 = dict(dtype=torch.float64, device=x.device)
     G, k, d = lams.shape[0], t.k, x.shape[1]
     inv = 1.0 / (s[:, None] + lams.to(x.device)[None, :])  # (d, G)
-    # (d, G·k): column (g, c) = (Vᵀ B)[:, c] / (s + lam_g), so U_b @ coef = ŷ for every lam.
-    coef = (inv[:, :, None] * VtB[:, None, :]).reshape(d, G * k)
     # Per-row math in the features' dtype, like divaext.loo_predictions (float32 inputs get
     # float32 block products); the d×d algebra and the sums are float64.
-    vec_c, inv_c, coef_c = vec.to(x.dtype), inv.to(x.dtype), coef.to(x.dtype)
+    vec_c, inv_c = vec.to(x.dtype), inv.to(x.dtype)
+    # (d, G·k): column (g, c) = (Vᵀ B)[:, c] / (s + lam_g), so U_b @ coef = ŷ for every lam;
+    # formed one λ at a time, so no float64 (d, G·k) copy exists (540 MB at d = 2048, k = 1000)
+    coef_c = torch.empty(d, G, k, dtype=x.dtype, device=x.device)
+    for g in range(G):
+        coef_c[:, g] = VtB * inv[:, g:g + 1]
+    coef_c = coef_c.view(d, G * k)
     err, loss, total = torch.zeros(G, **f64), torch.zeros(G, **f64), torch.zeros((), **f64)
     min_den = torch.full((G,), float("inf"), **f64)
     if paired:
