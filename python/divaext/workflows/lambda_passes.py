@@ -28,7 +28,8 @@ class Targets(NamedTuple):
     k: int
 
     def rows(self, sl) -> "Targets":
-        return Targets(None if self.idx is None else self.idx[sl], None if self.dense is None else self.dense[sl], self.k)
+        pick = (None if t is None else t[sl] for t in (self.idx, self.dense))
+        return Targets(*pick, self.k)
 
     def block(self, sl, like: torch.Tensor) -> torch.Tensor:
         """(b, k) targets of rows ``sl`` in ``like``'s dtype."""
