@@ -1,74 +1,117 @@
-"""select_lambda over a G-point grid vs G separate LOO solves (divaext.loo_predictions).
+"""select_lambda: the screened search (the default) against the whole-grid search, same run.
 
-    python benchmarks/bench_select_lambda.py                      # n=20000, d=256, k=10, G=30
-    python benchmarks/bench_select_lambda.py --device cuda --n 200000
+    python benchmarks/bench_select_lambda.py                                  # n=1e5, d=512, k=100
+    python benchmarks/bench_select_lambda.py --sizes 200000,512,1000
+    python benchmarks/bench_select_lambda.py --device cuda --sizes 1281167,2048,1000
 
-Both sides produce the LOO error rate and mean LOO cross-entropy for every lam of the same
-grid, on the same inputs, in the same run; the script checks that they agree and prints the
-time ratio. select_lambda: one Gram pass, one d×d eigendecomposition, one pass forming
-U = X V, then O(n·d·G·k) for the whole grid. Baseline: G × (Gram pass + Cholesky + LOO pass).
+Whole grid ("old"): ``strategy="full"`` with the labels given as dense (n, k) one-hot float
+targets, i.e. the search as it was before issue 19: every one of the G = 33 default grid
+values evaluated on every row (G·n·d·k) and an (n, k) target matrix. Screened ("new"): the
+default, integer labels: every grid value on a strided sample of max(20000, 2n/G) rows, then
+at most 6 candidates a round on every row, one-hot targets formed per block only.
+
+Each (search, size) runs once in its own child process, which builds the problem (seeded
+Gaussian features, labels planted as argmax(x R) for a random (d, k) R, 10 % of them flipped)
+and reports wall time and peak memory above the inputs (VmHWM; on CUDA max_memory_allocated);
+the one-hot targets of the old search are built inside the timed job, as the old code did.
+The parent prints both, their ratios, the chosen λ (grid index) and the exact LOO error of
+each choice. The machine is shared: `uptime` is printed before and after.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import os
+import subprocess
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-import divaext  # noqa: E402
-from divaext.engine import reference as R  # noqa: E402
 from divaext.workflows import select_lambda  # noqa: E402
 
+SL = importlib.import_module("divaext.workflows.select_lambda")  # the module (the package's name is the function)
 
-def per_lam(x, labels, a, grid, k):
-    """Errors and mean CE per lam from one loo_predictions call each."""
-    target = torch.nn.functional.one_hot(labels, k).double()
-    errors, losses = [], []
-    for lam in grid.tolist():
-        f = divaext.loo_predictions(x, labels, a, lam=lam, num_classes=k).double()
-        errors.append(float((f.argmax(1) != labels).double().mean()))
-        losses.append(float(R.loss(f, target, "ce")))
-    return torch.tensor(errors, dtype=torch.float64), torch.tensor(losses, dtype=torch.float64)
+
+def problem(n, d, k, dtype, device):
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(n, d, generator=g, device=device, dtype=dtype)
+    R = torch.randn(d, k, generator=g, device=device, dtype=dtype)
+    # argmax(x R) block by block: an (n, k) temporary here would set the child's peak memory
+    labels = torch.cat([(x[i:i + 4096] @ R).argmax(1) for i in range(0, n, 4096)])
+    flip = torch.rand(n, generator=g, device=device) < 0.1
+    labels[flip] = torch.randint(0, k, (int(flip.sum()),), generator=g, device=device)
+    return x, labels
+
+
+def job(search, n, d, k, dtype, device):
+    """Run one search in this process; print a JSON line (time, memory, result)."""
+    x, labels = problem(n, d, k, getattr(torch, dtype), device)
+    select_lambda(x[:2000], labels[:2000], num_classes=k)  # load the libraries' pages first
+    out = {}
+
+    def run():
+        t0 = time.perf_counter()
+        if search == "old":
+            target = torch.zeros(n, k, dtype=x.dtype, device=x.device).scatter_(1, labels[:, None], 1.0)
+            res = select_lambda(x, target, strategy="full")
+        else:
+            res = select_lambda(x, labels, num_classes=k)
+        common.sync(device)
+        out.update(seconds=time.perf_counter() - t0, lam=res.lam, grid=res.grid.tolist(),
+                   errors=res.errors.tolist(), exact=res.exact.tolist())
+
+    out["extra"] = common.measure_in_this_process(run, device)
+    print(json.dumps(out))
+
+
+def child(search, n, d, k, args):
+    cmd = [sys.executable, __file__, "--job", search, str(n), str(d), str(k), "--dtype", args.dtype,
+           "--device", args.device]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{search} n={n} failed: {(r.stderr or r.stdout).strip()[-500:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def uptime():
+    with open("/proc/loadavg") as fh:
+        return "load average " + " ".join(fh.read().split()[:3])
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--n", type=int, default=20_000)
-    p.add_argument("--d", type=int, default=256)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--grid-points", type=int, default=30)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--sizes", nargs="+", default=["100000,512,100"], help="n,d,k triples")
+    p.add_argument("--job", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.job:
+        search, n, d, k = args.job
+        return job(search, int(n), int(d), int(k), args.dtype, args.device)
 
-    x, labels, a = common.make_problem(args.n, args.d, args.k, getattr(torch, args.dtype), args.device)
-    scale = float((x.double() ** 2 * a.double()[:, None]).sum()) / args.d  # mean eigenvalue of XᵀAX
-    grid = scale * torch.logspace(-3, 3, args.grid_points, dtype=torch.float64)
-    # make_problem's labels are random: use a learnable target so the error varies with lam
-    g = torch.Generator(device=x.device).manual_seed(1)
-    flip = (torch.rand(args.n, generator=g, device=x.device) < 0.1).long()
-    labels = (x[:, : args.k].argmax(1) + flip) % args.k
-
-    res = select_lambda(x, labels, a, grid=grid, num_classes=args.k)
-    errors, losses = per_lam(x, labels, a, grid, args.k)
-    max_err_diff = float((res.errors - errors).abs().max())
-    max_loss_rel = float(((res.losses - losses).abs() / losses.abs()).max())
-
-    t_grid = common.time_fn(lambda: select_lambda(x, labels, a, grid=grid, num_classes=args.k),
-                            args.device, repeat=args.repeat)
-    t_loop = common.time_fn(lambda: per_lam(x, labels, a, grid, args.k), args.device, repeat=args.repeat)
-    print(f"machine: {common.machine()}")
-    print(f"n={args.n} d={args.d} k={args.k} G={args.grid_points} {args.dtype} on {args.device}")
-    print(f"select_lambda (one eigendecomposition): {t_grid:8.3f} s")
-    print(f"{args.grid_points} x loo_predictions:            {t_loop:8.3f} s")
-    print(f"speed-up: {t_loop / t_grid:.1f}x")
-    print(f"agreement: max |error diff| = {max_err_diff:.2e} (1/n = {1 / args.n:.1e}), "
-          f"max relative loss diff = {max_loss_rel:.2e}; chosen lam = {res.lam:.4g}")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {common.machine()} | {args.device} | {args.dtype} | {uptime()}")
+    print("| n | d | k | old s | new s | time ratio | old extra mem | new extra mem | mem ratio | "
+          "λ idx old / new | LOO error old / new | new: rows evaluated |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        n, d, k = map(int, size.split(","))
+        old, new = child("old", n, d, k, args), child("new", n, d, k, args)
+        i_old, i_new = old["grid"].index(old["lam"]), new["grid"].index(new["lam"])
+        G = len(new["grid"])
+        m = SL._screen_size(n, G, "auto", None)
+        sampled = len(range(0, n, n // m)) if m else 0
+        evals = f"{G} λ × {sampled:,} + {sum(new['exact'])} λ × {n:,}" if sampled else f"{G} λ × {n:,}"
+        print(f"| {n:,} | {d} | {k} | {old['seconds']:.1f} | {new['seconds']:.1f} | "
+              f"{old['seconds'] / new['seconds']:.2f}× | {common.fmt_bytes(old['extra'])} | "
+              f"{common.fmt_bytes(new['extra'])} | {old['extra'] / max(new['extra'], 1):.1f}× | "
+              f"{i_old} / {i_new} | {old['errors'][i_old]:.4f} / {old['errors'][i_new]:.4f} | {evals} |",
+              flush=True)
+    print(f"# after: {uptime()}")
 
 
 if __name__ == "__main__":

@@ -152,9 +152,10 @@ def check_flag(value, name: str) -> bool:
     return value
 
 
-def model_lam(lam, x, y, a, num_classes, group=None) -> float:
+def model_lam(lam, x, y, a, num_classes, group=None, progress: bool = False) -> float:
     """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ of the
-    lowest LOO error over :func:`divaext.select_lambda`'s default grid."""
+    lowest LOO error over :func:`divaext.select_lambda`'s default grid (screened on large
+    sets; ``progress``: its progress bars)."""
     if isinstance(lam, str):
         if lam != "auto":
             raise ValueError(f"divaext: lam must be a number > 0 or 'auto', got {lam!r}")
@@ -163,7 +164,7 @@ def model_lam(lam, x, y, a, num_classes, group=None) -> float:
                              "choose lam on one process (divaext.select_lambda) and pass the number")
         from .select_lambda import select_lambda
 
-        return float(select_lambda(x, y, a, num_classes=num_classes).lam)
+        return float(select_lambda(x, y, a, num_classes=num_classes, progress=progress).lam)
     return V.check_lam(lam)
 
 

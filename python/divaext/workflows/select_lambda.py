@@ -1,4 +1,4 @@
-"""Choose the ridge strength by leave-one-out error over a whole grid from one eigendecomposition.
+"""Choose the ridge strength by leave-one-out error over a grid from one eigendecomposition.
 
 With ``M = Xᵀ diag(a) X = V diag(s) Vᵀ`` (float64, d×d) and ``U = X V`` (n×d), every lam
 shares the eigenbasis: ``(M + lam I)⁻¹ = V diag(1/(s + lam)) Vᵀ``, hence
@@ -6,10 +6,17 @@ shares the eigenbasis: ``(M + lam I)⁻¹ = V diag(1/(s + lam)) Vᵀ``, hence
     h_i(lam) = Σ_m U_im² / (s_m + lam)
     ŷ_i(lam) = Σ_m U_im (Vᵀ B)_m / (s_m + lam)        (B = Xᵀ diag(a) Y, d×k)
 
-and the LOO predictions ``f_i = (ŷ_i − a_i h_i y_i) / (1 − a_i h_i)`` follow per row. One
-O(n·d²) pass (the Gram matrix), one O(d³) eigendecomposition and one O(n·d²) pass forming U
-row block by row block serve all G grid values, which then cost O(n·d·G·k) together; a full
-solve per value would cost G·O(n·d²).
+and the LOO predictions ``f_i = (ŷ_i − a_i h_i y_i) / (1 − a_i h_i)`` follow per row
+(:mod:`.lambda_passes`). One O(n·d²) Gram pass and one O(d³) eigendecomposition serve every
+grid value; each value then costs O(rows·d·k) on the rows it is evaluated on.
+
+Evaluating all G values on all n rows costs G·n·d·k: hours at n = 10⁶, d = 2048, k = 1000.
+So on large sets (``strategy="auto"``, n ≥ 2·``screen_rows``) the search screens first: every
+grid value on a strided sample of m rows (m = max(20 000, 2n/G): about two full evaluations),
+then evaluates on every row only the values whose sample mean is within ``Z`` paired standard
+errors of the sample's best (at most ``MAX_CANDIDATES`` a round; :mod:`.lambda_screen`), and
+chooses among those by their exact means. The choice is the full grid's whenever its winner passes the screen;
+BENCHMARKS.md compares the two on real data sets.
 """
 from __future__ import annotations
 
@@ -18,25 +25,30 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..engine import validate as V
-from ..engine.ops import ops
 from . import _common as C
+from . import lambda_passes as P
+from . import lambda_screen as S
 
 _CRITERIA = ("error", "loss")
-# Elements of the largest per-block temporary (rows × max(d, G·k)): 4 MB in float32, which
-# bounds the extra memory; timings at n=20000, d=256, G·k=300 were flat from 2^18 to 2^22.
-_BLOCK_ELEMENTS = 1 << 20
+_STRATEGIES = ("auto", "full")
+# Smallest screening sample: the standard error of a paired difference of error rates with
+# 1 % of rows disagreeing is then 0.07 points.
+SCREEN_ROWS = 20_000
 
 
 class LambdaResult(NamedTuple):
     """``lam``: the chosen ridge strength; ``grid`` (G,) float64 the values tried (in the
-    order given); ``errors`` (G,) LOO misclassification rate; ``losses`` (G,) mean LOO loss.
-    Grid values where the LOO predictions are undefined (some 1 − a_i h_i too close to 0)
-    have NaN error and loss and are never chosen. All on the CPU."""
+    order given); ``errors`` (G,) LOO misclassification rate; ``losses`` (G,) mean LOO loss;
+    ``exact`` (G,) bool: True where ``errors`` and ``losses`` are means over every row, False
+    where they are the screening estimates (means over a strided sample of rows; only the
+    exact values are candidates). Grid values where the LOO predictions are undefined (some
+    1 − a_i h_i too close to 0) have NaN error and loss and are never chosen. All on the CPU."""
 
     lam: float
     grid: torch.Tensor
     errors: torch.Tensor
     losses: torch.Tensor
+    exact: Optional[torch.Tensor] = None
 
 
 def default_grid(scale: float, num: int = 33) -> torch.Tensor:
@@ -47,17 +59,15 @@ def default_grid(scale: float, num: int = 33) -> torch.Tensor:
 
 
 def select_lambda(features, labels, weights=None, *, grid=None, criterion: str = "error", loss: str = "ce",
-                  num_classes: Optional[int] = None, loss_weights=None) -> LambdaResult:
-    """LOO error and loss of weighted ridge regression for every lam of a grid, and the best lam.
-
-    Measured (benchmarks/bench_select_lambda.py, n=20000, d=256, k=10, 30 values, float32, on
-    2 shared CPU cores whose load varied between runs): 5–27× faster than 30 calls of
-    :func:`divaext.loo_predictions`, with error rates equal up to one near-tie sample.
+                  num_classes: Optional[int] = None, loss_weights=None, strategy: str = "auto",
+                  screen_rows: Optional[int] = None, progress: bool = False) -> LambdaResult:
+    """LOO error and loss of weighted ridge regression over a grid of lam, and the best lam.
 
     Args:
         features: (n, d) float32/float64 tensor or array, CPU or CUDA. The d×d algebra runs
             in float64, the row blocks in the features' dtype (as in divaext.loo_predictions).
-        labels: (n,) integer class indices or (n, k) float targets.
+        labels: (n,) integer class indices (kept as indices: no (n, k) one-hot is formed) or
+            (n, k) float targets.
         weights: (n,) non-negative sample weights a (default ones).
         grid: 1-D positive lam values (default :func:`default_grid` of the data's scale).
         criterion: ``"error"`` picks the lowest LOO misclassification rate (ties: lowest loss,
@@ -65,16 +75,22 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
         loss: the per-sample loss of ``losses``: ``"ce"``, ``"ce_misclassified"`` or ``"mse"``
             (as in :func:`divaext.loo_derivative`).
         loss_weights: (n,) non-negative weights of the mean error and loss (default ones).
+        strategy: ``"auto"`` screens on a sample of ``screen_rows`` rows first when n is at
+            least twice that (see the module notes); ``"full"`` evaluates every grid value on
+            every row (G·n·d·k; ``exact`` all True).
+        screen_rows: size of the screening sample (default max(20000, 2n/G)).
+        progress: tqdm bars with ETA over the passes' row blocks (when tqdm is installed).
     """
     x = C.features(features)
-    y = V.check_targets(C.labels_like(labels, x), x, num_classes)  # (n, k) in x's dtype
+    y = C.labels_like(labels, x)
     a = C.weights_like(weights, x)
     w = C.weights_like(loss_weights, x, "loss_weights")
     if not bool((w > 0).any()):
         raise ValueError("divaext: loss_weights are all zero; the mean loss is undefined")
     if criterion not in _CRITERIA:
         raise ValueError(f"divaext: unknown criterion {criterion!r}; choose one of {list(_CRITERIA)}")
-    return search(x, y, a, w, grid, criterion, V.check_loss(loss)).result
+    return search(x, y, a, w, grid, criterion, V.check_loss(loss), num_classes=num_classes, strategy=strategy,
+                  screen_rows=screen_rows, progress=C.check_flag(progress, "progress")).result
 
 
 class _Search(NamedTuple):
@@ -92,10 +108,12 @@ class _Search(NamedTuple):
 
 
 def search(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, grid, criterion: str,
-           kind: int) -> _Search:
-    """:func:`select_lambda` on checked inputs: x (n, d), y (n, k) targets in x's dtype,
-    a and w (n,) weights, ``kind`` the loss code."""
-    M, B = ops.gram(x, a, y, 0)  # float64 (d, d), (d, k)
+           kind: int, *, num_classes: Optional[int] = None, strategy: str = "auto",
+           screen_rows: Optional[int] = None, progress: bool = False) -> _Search:
+    """:func:`select_lambda` on checked inputs: x (n, d), y (n,) class indices or (n, k)
+    targets in x's dtype, a and w (n,) weights, ``kind`` the loss code."""
+    t = P.targets(y, x, num_classes)
+    M, B = P.gram(x, a, t, progress)  # float64 (d, d), (d, k)
     s, vec = torch.linalg.eigh(M)
     s = s.clamp_min(0)  # round-off can make zero eigenvalues slightly negative
     if grid is None:
@@ -104,43 +122,53 @@ def search(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, g
             raise ValueError("divaext: Xᵀ diag(weights) X is zero (all weights or features zero); "
                              "pass an explicit grid")
         grid = default_grid(scale)
-    lams = _check_grid(grid).to(x.device)
-    inv = 1.0 / (s[:, None] + lams[None, :])  # (d, G)
-    G, k, d = lams.shape[0], y.shape[1], x.shape[1]
-    # (d, G·k): column (g, c) = (Vᵀ B)[:, c] / (s + lam_g), so U_b @ coef = ŷ for every lam.
-    coef = (inv[:, :, None] * (vec.T @ B)[:, None, :]).reshape(d, G * k)
+    lams = _check_grid(grid)
+    VtB = vec.T @ B
 
-    err_sum = torch.zeros(G, dtype=torch.float64, device=x.device)
-    loss_sum = torch.zeros(G, dtype=torch.float64, device=x.device)
-    min_den = torch.full((G,), float("inf"), dtype=torch.float64, device=x.device)
-    # Per-row math in the features' dtype, like divaext.loo_predictions (float32 inputs get
-    # float32 block products); the d×d algebra above and the sums below are float64.
-    vec_c, inv_c, coef_c = vec.to(x.dtype), inv.to(x.dtype), coef.to(x.dtype)
-    rows = max(1, _BLOCK_ELEMENTS // max(d, G * k))
-    for start in range(0, x.shape[0], rows):
-        sl = slice(start, start + rows)
-        yb, ab = y[sl], a[sl]
-        u = x[sl] @ vec_c  # (b, d)
-        ah = ab[:, None] * ((u * u) @ inv_c)  # (b, G): a_i h_i(lam)
-        den = 1.0 - ah
-        # f = (ŷ − a h y) / (1 − a h), built in place in the (b, G, k) buffer of ŷ
-        f = (u @ coef_c).view(-1, G, k)
-        f.addcmul_(ah[:, :, None], yb[:, None, :], value=-1.0).div_(den[:, :, None])
-        wrong = (f.argmax(2) != yb.argmax(1)[:, None]).to(x.dtype)  # (b, G)
-        err_sum += (w[sl] @ wrong).double()
-        loss_sum += w[sl].double() @ ops.loss_rows(f, yb, kind)  # (b, G) float64, the ops' loss formulas
-        min_den = torch.minimum(min_den, den.min(0).values.double())
+    def run(rows, idx, paired: bool, desc: str):
+        sums = P.evaluate(x[rows], t.rows(rows), a[rows], w[rows], s, vec, VtB, lams[idx], kind, paired, progress,
+                          desc)
+        return sums, _means(sums, x.dtype)
 
-    total = w.sum(dtype=torch.float64)
-    errors, losses = (err_sum / total).cpu(), (loss_sum / total).cpu()
-    invalid = (min_den <= V.min_denominator(x.dtype)).cpu() | ~torch.isfinite(losses)
+    G, every = lams.shape[0], torch.arange(lams.shape[0])
+    m = _screen_size(x.shape[0], G, strategy, screen_rows)
+    sample = slice(None, None, x.shape[0] // m) if m else None
+    screen = run(sample, every, True, "λ search: screening") if m else None
+    if screen is None or float(screen[0].total) <= 0:  # no screening, or no loss weight in the sample
+        _, (errors, losses, invalid) = run(slice(None), every, False, "λ search: every λ")
+        exact = torch.ones(G, dtype=torch.bool)
+    else:
+        errors, losses, invalid = screen[1]
+        exact = S.evaluate_candidates(lambda idx: run(slice(None), idx, False, "λ search: candidates")[1],
+                                      screen[0], errors, losses, invalid, lams, criterion)
     errors[invalid] = float("nan")
     losses[invalid] = float("nan")
-    if bool(invalid.all()):
+    if bool((invalid | ~exact).all()):
         raise ValueError("divaext: the LOO predictions are undefined for every lam of the grid "
                          "(some sample dominates its own fit); use larger lam values")
-    lams = lams.cpu()
-    return _Search(LambdaResult(_choose(lams, errors, losses, criterion), lams, errors, losses), s, vec, B)
+    nan = torch.full_like(errors, float("nan"))
+    best = S.best(torch.where(exact, errors, nan), torch.where(exact, losses, nan), lams, criterion)
+    return _Search(LambdaResult(float(lams[best]), lams, errors, losses, exact), s, vec, B)
+
+
+def _means(sums: P.Sums, dtype: torch.dtype):
+    """(errors, losses, invalid) on the CPU: the weighted means per λ and where the LOO
+    predictions are undefined (some 1 − a_i h_i at or below the dtype's threshold)."""
+    errors, losses = (sums.err / sums.total).cpu(), (sums.loss / sums.total).cpu()
+    invalid = (sums.min_den <= V.min_denominator(dtype)).cpu() | ~torch.isfinite(losses)
+    return errors, losses, invalid
+
+
+def _screen_size(n: int, G: int, strategy: str, screen_rows: Optional[int]) -> int:
+    """Rows of the screening sample, or 0 for no screening (the sample would be half the rows)."""
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"divaext: unknown strategy {strategy!r}; choose one of {list(_STRATEGIES)}")
+    if screen_rows is None:
+        # the screening then costs about two evaluations of one λ on every row
+        m = max(SCREEN_ROWS, -(-2 * n // G))
+    else:
+        m = C.positive_int(screen_rows, "screen_rows")
+    return m if strategy == "auto" and 2 * m <= n else 0
 
 
 def _check_grid(grid) -> torch.Tensor:
@@ -154,16 +182,3 @@ def _check_grid(grid) -> torch.Tensor:
     if not bool((torch.isfinite(g) & (g > 0)).all()):
         raise ValueError(f"divaext: every lam of the grid must be a finite number > 0, got {g.tolist()}")
     return g.cpu()
-
-
-def _choose(lams: torch.Tensor, errors: torch.Tensor, losses: torch.Tensor, criterion: str) -> float:
-    valid = ~torch.isnan(losses)
-    if criterion == "loss":
-        cand = valid & (losses == losses[valid].min())
-    else:
-        # Error rates are multiples of 1/n (up to loss_weights): compare with a tolerance,
-        # then break ties by the loss and finally by the stronger regularisation.
-        best_err = errors[valid].min()
-        cand = valid & (errors <= best_err + 1e-12)
-        cand &= losses <= losses[cand].min()
-    return float(lams[cand].max())
