@@ -28,7 +28,8 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
     and O(n·k + d²) extra memory.
 
     Args:
-        features: (n, d) float32/float64 tensor or array.
+        features: (n, d) float32/float64 tensor or array; float16/bfloat16 features are read as
+            they are and computed in float32 (results float32; docs/math.md).
         labels: (n,) integer class indices (k = max + 1 unless ``num_classes``) or (n, k)
             float targets in the features' dtype.
         weights: (n,) non-negative sample weights a (default: all ones).
@@ -59,6 +60,8 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
 
     Returns ``Derivative(loss, grad)``: ``loss`` a 0-d tensor (differentiable w.r.t.
     ``weights``: its gradient is ``grad``), ``grad`` the (n,) tensor ∂loss/∂weights.
+    Class indices reach the kernels as they are and no n × k array is formed: extra memory
+    O(n + d² + d·k + block·(d + k)) in the primal form (features as in :func:`loo_predictions`).
 
     ``group``: process group of a sharded call (default None: one process; ``"default"`` the
     default group). Every rank passes its own rows (possibly 0) and gets ``grad`` for them;
