@@ -4,9 +4,10 @@ Pass 1 (gram, or gram_labels for class indices) → float64 Cholesky factor of M
 pass 2 (loo_rows), fused with the loss's backward pass A when the loss is known (loo_grad) →
 eigendecomposition of the whitened sum C̃ here → backward pass B (vjp_rows, or vjp_fit after
 loo_grad: it recomputes the fit instead of reading LOO predictions, so loo_derivative holds
-nothing [n,k]). Targets y are class indices [n] (with k, the class count) or an [n,k] matrix. The d×d algebra is done in float64: t = L⁻ᵀ (rows are
-whitened as z = x t) and C̃ = E Λ Eᵀ, which turns pass B into one product per block. Formulas:
-docs/math.md. Each autograd wrapper of the public functions is defined here, once.
+nothing [n,k]). Targets y are class indices [n] (with k, the class count) or an [n,k] matrix.
+The d×d algebra is done in float64: t = L⁻ᵀ (rows are whitened as z = x t) and C̃ = E Λ Eᵀ,
+which turns pass B into one product per block. Formulas: docs/math.md. Each autograd wrapper
+of the public functions is defined here, once.
 """
 from __future__ import annotations
 
