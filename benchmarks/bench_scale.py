@@ -16,8 +16,8 @@ process on the same features, the floor: the block products the passes issue, as
 this change built with ``pip install --no-deps -t DIR``) and this one; prints both times, the
 ratio and both extra peaks.
 
-``stream``: float16 features with a planted label structure written to a ``.npy`` in DIR
-block by block, ``streaming.loo_derivative`` timed end to end with its peak RSS (VmHWM of the
+``stream``: float16 features with a planted label structure (class means plus noise, 10% of
+the labels replaced by random classes) written to a ``.npy`` in DIR block by block, ``streaming.loo_derivative`` timed end to end with its peak RSS (VmHWM of the
 child), then the floor of its products on a block of the same shape, scaled to n rows; the
 file is deleted afterwards.
 
@@ -128,11 +128,14 @@ def run_compare(a):
           f"new {common.fmt_bytes(mem['new'])}")
 
 
-def write_planted(path: str, rows: int, dim: int, classes: int, block: int = 1 << 16) -> np.ndarray:
-    """float16 features x_i = μ_{y_i} + noise (class means μ of norm ~1.4, unit-variance noise
-    over d dimensions) written block by block; returns the labels."""
+def write_planted(path: str, rows: int, dim: int, classes: int, block: int = 1 << 13) -> np.ndarray:
+    """float16 features x_i = μ_{c_i} + noise (class means μ of norm ~1.4, noise of norm ~1)
+    written block by block; returns the labels: c_i, except 10% of them replaced by a random
+    class (the planted label errors, so that the LOO loss is not 0)."""
     g = np.random.default_rng(0)
-    labels = g.integers(0, classes, rows)
+    true = g.integers(0, classes, rows)
+    flip = g.random(rows) < 0.1
+    labels = np.where(flip, g.integers(0, classes, rows), true)
     means = (g.standard_normal((classes, dim)) * (2.0 / dim) ** 0.5).astype(np.float32)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
               "shape": (rows, dim)}
@@ -141,7 +144,7 @@ def write_planted(path: str, rows: int, dim: int, classes: int, block: int = 1 <
         for s in range(0, rows, block):
             e = min(rows, s + block)
             noise = g.standard_normal((e - s, dim), dtype=np.float32) * (1.0 / dim) ** 0.5
-            f.write((means[labels[s:e]] + noise).astype(np.float16).tobytes())
+            f.write((means[true[s:e]] + noise).astype(np.float16).tobytes())
     return labels
 
 
