@@ -42,7 +42,7 @@ def _primal_unchecked(x, labels, a, k, lam, loss):
     call = I.prepare(I.Features(x), labels, a, lam=lam, num_classes=k, block_rows=None, group=None,
                      extra=I.loss_weights_check(loss, None))
     kind, w = call.extra
-    return P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w)[0]
+    return P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w, call.k)[0]
 
 
 def _dual(x, labels, a, k, lam, loss):

@@ -71,6 +71,11 @@ def _rss_kib(field):
     raise RuntimeError(field)
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory so far (VmHWM), in bytes."""
+    return _rss_kib("VmHWM") * 1024
+
+
 def measure_in_this_process(job, device):
     """Run ``job()`` (inputs already allocated) and return its extra peak memory in bytes.
     Call a small warm-up of the same code first: the pages of the libraries a first call

@@ -27,7 +27,7 @@ fi
 import torch, divaext
 info = divaext.build_info()
 assert info["cuda"] and info["cuda_kernels"] == "built", info
-for op in ("gram", "loo_rows", "loss_grad", "loss_rows", "loo_grad", "vjp_gram", "vjp_rows", "val_rows"):
+for op in ("gram", "gram_labels", "loo_rows", "loss_grad", "loss_rows", "loo_grad", "vjp_gram", "vjp_rows", "vjp_fit", "val_rows"):
     assert "CUDA: registered" in torch._C._dispatch_dump(f"divaext::{op}"), op
 print("check_cuda_build: OK, CUDA ops built and registered against torch", torch.__version__,
       "for architectures", info["cuda_archs"])

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import divaext
 from divaext import streaming
+from divaext.engine import validate as V
 
 X = torch.randn(20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 Y = torch.arange(20) % 3
@@ -133,8 +134,11 @@ def test_float32_targets_of_scale_1e30_are_refused_not_an_eigh_failure(fn):
 def test_huge_label_value_is_named():
     y = Y.clone()
     y[7] = 10**12
-    with pytest.raises(ValueError, match=r"sample 7 has label 1000000000000, so the \(n, k\) one-hot"):
+    with pytest.raises(ValueError, match=r"sample 7 has label 1000000000000, so there would be 1000000000001 "
+                                         r"classes for 20 samples"):
         divaext.loo_derivative(X, y, lam=1.0)
+    with pytest.raises(ValueError, match=r"sample 7 has label 1000000000000, so the \(n, k\) one-hot"):
+        V.check_targets(y, X, None)  # the dense targets of the n × n dual form (kernel.py)
 
 
 def test_huge_label_whose_one_hot_does_not_fit_in_memory_is_named(monkeypatch):
@@ -151,7 +155,7 @@ def test_huge_label_whose_one_hot_does_not_fit_in_memory_is_named(monkeypatch):
     monkeypatch.setattr(torch, "zeros", small_memory)
     with pytest.raises(ValueError, match=r"sample 1 has label 1000000, so the \(n, k\) one-hot targets would have "
                                          r"2 × 1000001 entries"):
-        divaext.loo_derivative(X[:2], torch.tensor([0, 10**6]), lam=1.0)
+        V.check_targets(torch.tensor([0, 10**6]), X[:2], 10**6 + 1)  # the dense targets of the dual form
 
 
 def test_raw_val_rows_with_1d_targets_is_named():

@@ -69,10 +69,14 @@ def _op_samples(device, dtype):
     t = torch.linalg.solve_triangular(L, eye, upper=False).T.contiguous()
     v = (t.T @ B).contiguous()
     tiny = V.min_denominator(dtype)
-    f, h, ge, _, Ct, Pt = ops.loo_grad(x, y, a, w, t, v, 1, tiny, 8)
+    f, h = ops.loo_rows(x, y, a, t, v, tiny, 0)
+    _, ge, _, Ct, Pt = ops.loo_grad(x, y, a, w, t, v, 1, tiny, 8)
     g = torch.randn_like(f)
     evals, E = torch.linalg.eigh(Ct)
     basis = torch.cat([t @ E, t @ Pt], 1).contiguous()
+    fit = torch.cat([basis, t @ v], 1).contiguous()
+    # half-precision features: computed in float32 like float32 ones
+    xh = x.to(torch.bfloat16) if dtype == torch.float32 else x
     return [
         (ops.gram.default, (x, a, y, 8)),
         (ops.loo_rows.default, (x, y, a, t, v, tiny, 8)),
@@ -82,10 +86,17 @@ def _op_samples(device, dtype):
         (ops.vjp_gram.default, (x, y, a, f, h, g, t, 8)),
         (ops.vjp_rows.default, (x, y, a, f, h, ge, basis, evals.contiguous(), 8)),
         (ops.val_rows.default, (x, y, (t @ v).contiguous(), Pt.contiguous(), 8)),
+        (ops.gram_labels.default, (xh, a, labels, 3, 8)),
+        (ops.loo_grad.default, (xh, labels, a, w, t, v, 2, tiny, 8)),
+        (ops.vjp_fit.default, (x, y, a, h, ge, fit, evals.contiguous(), 8)),
+        (ops.vjp_fit.default, (xh, labels, a, h, ge, fit, evals.contiguous(), 8)),
+        (ops.val_rows.default, (xh, labels, (t @ v).contiguous(), Pt.contiguous(), 8)),
+        (ops.loo_rows.default, (x, labels, a, t, v, tiny, 8)),
+        (ops.vjp_gram.default, (x, labels, a, f, h, g, t, 8)),
     ]
 
 
-@pytest.mark.parametrize("which", range(8))
+@pytest.mark.parametrize("which", range(15))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_opcheck(device, dtype, which):
     op, args = _op_samples(device, dtype)[which]

@@ -22,7 +22,7 @@ def test_build_info():
     assert info["cuda"] == (info["cuda_kernels"] == "built")
     # hasattr, not dir(): torch.ops lists an op only after its first lookup
     assert all(hasattr(torch.ops.divaext, op) for op in
-               ("gram", "loo_rows", "loss_grad", "loo_grad", "vjp_gram", "vjp_rows", "val_rows"))
+               ("gram", "gram_labels", "loo_rows", "loss_grad", "loo_grad", "vjp_gram", "vjp_rows", "vjp_fit", "val_rows"))
 
 
 def _nvcc():

@@ -34,9 +34,9 @@ def test_features_shape(fn):
 
 def test_features_dtype(fn):
     x, y, a = data()
-    with pytest.raises(TypeError, match=r"features must be float32 or float64, got torch.float16"):
-        fn(x.half(), y, a.half())
-    with pytest.raises(TypeError, match=r"float32 or float64, got torch.int64"):
+    with pytest.raises(TypeError, match=r"features must be float32 or float64 \(or float16/bfloat16\), got torch.int8"):
+        fn(x.to(torch.int8), y, a)
+    with pytest.raises(TypeError, match=r"float32 or float64 \(or float16/bfloat16\), got torch.int64"):
         fn(x.long(), y, a)
 
 

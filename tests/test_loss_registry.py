@@ -74,11 +74,11 @@ def test_loss_rows_refuses_bad_inputs():
 
 # The fake kernels (python/divaext/engine/ops.py) check what the real ones check, with messages.
 def _fake_calls():
-    x, y = torch.zeros(6, 3), torch.zeros(6, 2)
+    x, y, labels = torch.zeros(6, 3), torch.zeros(6, 2), torch.zeros(6, dtype=torch.long)
     a, t, v = torch.zeros(6), torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)
     return [
         (ValueError, "features must be 2-D", lambda: ops.gram(x[0], a, y, 0)),
-        (TypeError, "features must be float32 or float64", lambda: ops.gram(x.long(), a, y, 0)),
+        (TypeError, "features must be float32, float64, float16 or bfloat16", lambda: ops.gram(x.long(), a, y, 0)),
         (ValueError, r"weights must have shape \[6\]", lambda: ops.gram(x, a[:5], y, 0)),
         (TypeError, "targets must have dtype .* like the features",
          lambda: ops.loo_rows(x, y.double(), a, t, v, 1e-6, 0)),
@@ -91,7 +91,22 @@ def _fake_calls():
         (ValueError, r"basis \(\[t E \| t P̃\]\) must have shape \[3, 5\]",
          lambda: ops.vjp_rows(x, y, a, y, a, a, t, a[:3].double(), 0)),
         (ValueError, r"p \(S X_vᵀ G_v\) must have shape \[3, 2\]", lambda: ops.val_rows(x, y, v, t, 0)),
+        (ValueError, r"class indices must have shape \[6\]", lambda: ops.loo_grad(x, labels[:5], a, a, t, v, 1, 1e-6, 0)),
+        (ValueError, "labels must be int64 class indices", lambda: ops.gram_labels(x, a, y, 2, 0)),
+        (ValueError, r"basis \(\[t E \| t P̃ \| t v\]\) must have shape \[d, d \+ 2k\] with d = 3",
+         lambda: ops.vjp_fit(x, labels, a, a, a, t, a[:3].double(), 0)),
+        (ValueError, r"targets must be 2-D \[n, k\]", lambda: ops.gram(x, a, labels, 0)),
     ]
+
+
+def test_class_indices_out_of_range_are_named():
+    # only the real kernels see the values (the kernels index rows of k by them)
+    x, a = torch.zeros(6, 3), torch.ones(6)
+    labels = torch.tensor([0, 1, 2, 1, 0, 2])
+    with pytest.raises(ValueError, match="class index out of range: sample 2 has label 2, expected 0 <= label < 2"):
+        ops.gram_labels(x, a, labels, 2, 0)
+    with pytest.raises(ValueError, match="class index out of range: sample 1 has label -1"):
+        ops.val_rows(x, -labels, torch.zeros(3, 3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64), 0)
 
 
 @pytest.mark.parametrize("case", range(len(_fake_calls())))

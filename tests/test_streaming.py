@@ -218,14 +218,14 @@ def test_blocks_must_agree(data):
     x, y, *_ = data
     with pytest.raises(ValueError, match=r"feature block 1 is \(8 columns"):
         S.loo_derivative([x[:100], x[100:, :8]], y)
-    with pytest.raises(ValueError, match="feature block 0 must be a 2-D float32/float64 array"):
+    with pytest.raises(ValueError, match="feature block 0 must be a 2-D float32/float64/float16/bfloat16 array"):
         S.loo_derivative([np.zeros(5)], y)
 
 
 @pytest.mark.parametrize("make, error, pattern", [
     (lambda p: p / "missing.npy", FileNotFoundError, "no such file or directory"),
     (lambda p: p, ValueError, "holds no .npy shards"),
-    (lambda p: _save(p / "i.npy", np.zeros((4, 3), np.int32)), TypeError, "must be native float32 or float64"),
+    (lambda p: _save(p / "i.npy", np.zeros((4, 3), np.int32)), TypeError, "must be native float32, float64 or float16"),
     (lambda p: _save(p / "v.npy", np.zeros(4)), ValueError, r"must be 2-D \(n, d\)"),
     (lambda p: _save(p / "f.npy", np.asfortranarray(np.zeros((4, 3)))), ValueError, "Fortran order"),
     (lambda p: _shards(p, np.zeros((2, 3)), np.zeros((2, 4))), ValueError, r"shard b.npy is \(4 columns"),
@@ -237,9 +237,9 @@ def test_bad_sources(tmp_path, make, error, pattern):
 
 def test_bad_in_memory_sources(data):
     x, y, *_ = data
-    with pytest.raises(TypeError, match="features must be native float32 or float64, got float16"):
-        S.open_rows(x.numpy().astype(np.float16))
-    with pytest.raises(TypeError, match="must be native float32 or float64, got >f8"):
+    with pytest.raises(TypeError, match="features must be native float32, float64 or float16 .*, got int8"):
+        S.open_rows(x.numpy().astype(np.int8))
+    with pytest.raises(TypeError, match="must be native float32, float64 or float16 .*, got >f8"):
         S.open_rows(x.numpy().astype(">f8"))
     with pytest.raises(TypeError, match="cannot stream features from a int"):
         S.open_rows(3)

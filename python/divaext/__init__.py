@@ -3,7 +3,7 @@
 Around fixed features, a learning task is linearised as weighted ridge regression with one-hot
 targets. Its leave-one-out predictions have a closed form, so the LOO loss and its derivative
 with respect to every sample weight are computed exactly in a few streaming passes over the
-features: O(n·d²) time, O(n·k + d²) extra memory.
+features: O(n·d²) time, O(n + d² + d·k) extra memory for the loss and its derivative.
 
 The package's map: docs/extending.md (public functions here, the engine in ``engine/``, the
 command in ``cli/``, files in ``io/``, embedding in ``features/``).

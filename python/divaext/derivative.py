@@ -29,7 +29,8 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
     and O(n·k + d²) extra memory.
 
     Args:
-        features: (n, d) float32/float64 tensor or array.
+        features: (n, d) float32/float64 tensor or array; float16/bfloat16 features are read as
+            they are and computed in float32 (results float32; docs/math.md).
         labels: (n,) integer class indices (k = max + 1 unless ``num_classes``) or (n, k)
             float targets in the features' dtype.
         weights: (n,) non-negative sample weights a (default: all ones).
@@ -63,6 +64,8 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
 
     Returns ``Derivative(loss, grad)``: ``loss`` a 0-d tensor (differentiable w.r.t.
     ``weights``: its gradient is ``grad``), ``grad`` the (n,) tensor ∂loss/∂weights.
+    Class indices reach the kernels as they are and no n × k array is formed: extra memory
+    O(n + d² + d·k + block·(d + k)) in the primal form (features as in :func:`loo_predictions`).
 
     ``group``: process group of a sharded call (default None: one process; ``"default"`` the
     default group). Every rank passes its own rows (possibly 0) and gets ``grad`` for them;
@@ -116,14 +119,14 @@ def loo_predictions_of(features: I.Features, name: str, labels, weights, lam, nu
     call = I.prepare(features, labels, weights, lam=lam, num_classes=num_classes, block_rows=block_rows, group=group,
                      method=M.check_method(method))
     if M.choose(method, call.rows, features.stream) == "dual":
-        f = dual.dual_loo_predictions(M.kernel_of(call.rows.tensor()), call.y, call.weights, call.lam)
+        f = dual.dual_loo_predictions(M.kernel_of(call.rows.tensor()), call.dense_y(), call.weights, call.lam)
         P.check_finite(f.detach(), "LOO predictions", call.lam)
         return f
 
     def judge(min_D: float) -> None:  # before the backward pass returns a gradient
         M.refuse_primal_gradient(M.primal_error(min_D, call.rows.dtype), min_D, call.rows, features.stream, call.lam)
 
-    f, _ = P.LooPredictions.apply(call.weights, call.rows, call.y, call.lam, name, judge)
+    f, _ = P.LooPredictions.apply(call.weights, call.rows, call.y, call.k, call.lam, name, judge)
     return f
 
 
@@ -136,7 +139,7 @@ def loo_derivative_of(features: I.Features, name: str, labels, weights, lam, los
     form = M.choose(method, call.rows, features.stream)
     if form == "primal":
         try:
-            out, min_D, gram = P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w)
+            out, min_D, gram = P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w, call.k)
         except ValueError as e:  # a LOO prediction undefined in the primal may be fine in the dual
             if not M.dual_rescues(e, method, call.rows, features.stream):
                 raise
@@ -145,8 +148,8 @@ def loo_derivative_of(features: I.Features, name: str, labels, weights, lam, los
             redirect = M.redirect_to_dual(method, call.rows, features.stream, min_D, call.lam, gram, call.a)
             form = "dual" if redirect else "primal"
     if form == "dual":
-        out = P.Derivative(*dual.dual_loo_derivative(M.kernel_of(call.rows.tensor()), call.y, call.a, call.lam,
-                                                      kind, w))
+        out = P.Derivative(*dual.dual_loo_derivative(M.kernel_of(call.rows.tensor()), call.dense_y(), call.a,
+                                                      call.lam, kind, w))
     return P.checked_derivative(call.rows, call.weights, out, call.lam, name)
 
 
@@ -157,11 +160,11 @@ def val_derivative_of(features: I.Features, name: str, labels, weights, val_feat
                      extra=I.val_set_check(val_features, val_labels, val_loss_weights, loss), targets_k=k,
                      loss=loss, val_loss_weights=val_loss_weights is not None, method=M.check_method(method))
     xv, yv, kind, wv = call.extra
-    yv = D.widen(yv, call.y.shape[1])
+    yv = D.widen(yv, call.k)
     if M.choose(method, call.rows, features.stream) == "dual":
         x = call.rows.tensor()
-        out = P.Derivative(*dual.dual_val_derivative(M.kernel_of(x), M.kernel_of(x, xv), call.y, call.a, call.lam,
-                                                     yv, kind, wv))
+        out = P.Derivative(*dual.dual_val_derivative(M.kernel_of(x), M.kernel_of(x, xv), call.dense_y(), call.a,
+                                                     call.lam, yv, kind, wv))
     else:
         out = P.val_loss_and_grad(call.rows, call.y, call.a, call.lam, xv, yv, kind, wv)
     return P.checked_derivative(call.rows, call.weights, out, call.lam, name)

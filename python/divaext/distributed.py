@@ -156,12 +156,12 @@ class ShardSpec(NamedTuple):
     settings: Tuple = ()
 
 
-def spec_of(x, y: torch.Tensor, classes: bool, **settings) -> ShardSpec:
+def spec_of(x, k: int, classes: bool, **settings) -> ShardSpec:
     """The spec of validated features ``x`` [n,d] (or a stream's rows: anything with their
-    shape, dtype and device) and targets ``y`` [n,k], built from class indices if ``classes``,
-    with the call's scalar ``settings``."""
-    return ShardSpec(int(x.shape[0]), int(x.shape[1]), str(x.dtype), x.device.type, bool(classes), int(y.shape[1]),
-                     tuple(sorted(settings.items())))
+    shape, dtype and device) and targets of ``k`` classes or columns, given as class indices if
+    ``classes``, with the call's scalar ``settings``."""
+    return ShardSpec(int(x.shape[0]), int(x.shape[1]), str(getattr(x, "feature_dtype", x.dtype)), x.device.type,
+                     bool(classes), int(k), tuple(sorted(settings.items())))
 
 
 def _check_settings(specs: List[ShardSpec]) -> None:
@@ -209,8 +209,9 @@ def agree_on_inputs(group, check: Callable[[], Tuple[T, ShardSpec]]) -> Tuple[T,
 
 
 def widen(y: torch.Tensor, k: Optional[int]) -> torch.Tensor:
-    """One-hot targets [n,k_local] → [n,k] (zero columns for classes absent from this shard)."""
-    if k is None or y.shape[1] == k:
+    """One-hot targets [n,k_local] → [n,k] (zero columns for classes absent from this shard);
+    class indices [n] need no widening (k is passed to the ops beside them)."""
+    if k is None or y.dim() == 1 or y.shape[1] == k:
         return y
     return torch.nn.functional.pad(y, (0, k - y.shape[1]))
 

@@ -4,7 +4,7 @@ The derivative is a few passes over row blocks of X, each pass one op returning 
 results or d×d / d×k sums (csrc/ops.cpp), so features that do not fit in memory are read one
 block at a time and pushed through the same plan as in-memory features (engine/plan.py, engine/rows.py):
 per-row results are written into their rows, sums are added over blocks. Memory is one block's worth of features (a few blocks in flight)
-plus O(n·k + d²), whatever n is. The LOO derivative reads X three times (pass 1; passes 2 + A
+plus O(n + d² + d·k) for the loss and derivatives (n·k for loo_predictions), whatever n is. The LOO derivative reads X three times (pass 1; passes 2 + A
 fused; pass B), the validation derivative twice, LOO predictions twice (+ twice for backward).
 
 Sources (:func:`open_rows`, engine/sources.py): a ``.npy`` file path, a directory of ``.npy`` shards (rows

@@ -22,9 +22,11 @@ from .sources import open_rows
 
 
 class Call(NamedTuple):
-    """A checked call: ``rows`` (with the group), targets ``y`` [n,k] (k common to every rank),
-    ``a`` [n] the weights as the passes see them (detached), ``weights`` [n] as autograd sees
-    them, ``lam``, and ``extra``: what the function's own ``extra`` check returned."""
+    """A checked call: ``rows`` (with the group), targets ``y``: class indices [n] int64 (the ops
+    read them as one-hot rows without forming them) or a float [n,k] matrix, ``k`` their class
+    count (common to every rank), ``a`` [n] the weights as the passes see them (detached),
+    ``weights`` [n] as autograd sees them, ``lam``, and ``extra``: what the function's own
+    ``extra`` check returned."""
 
     rows: Rows
     y: torch.Tensor
@@ -32,6 +34,19 @@ class Call(NamedTuple):
     weights: torch.Tensor
     lam: float
     extra: tuple
+    k: int = 0
+
+    def dense_y(self) -> torch.Tensor:
+        """The targets as an [n,k] matrix in the compute dtype (for the n×n dual form, which
+        holds n × n anyway)."""
+        return one_hot(self.y, self.k, self.rows.dtype)
+
+
+def one_hot(y: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """Class indices [n] → one-hot [n,k] in ``dtype``; a float [n,k] matrix is returned as it is."""
+    if y.dim() == 2:
+        return y
+    return torch.zeros(y.shape[0], k, dtype=dtype, device=y.device).scatter_(1, y[:, None], 1.0)
 
 
 def check_device(x) -> None:
@@ -95,7 +110,7 @@ class Features(NamedTuple):
 def _open(features: Features, labels, sharded: bool, block_rows: Optional[int]):
     """(rows, labels on the compute device): the rows opened and their device checked."""
     if not features.stream:
-        x = V.check_features(features.source, sharded=sharded)
+        x = V.check_features(features.source, sharded=sharded, half=True)
         check_device(x)
         no_input_grad(features=x)
         return Rows.of_tensor(x), labels
@@ -115,9 +130,10 @@ def _open(features: Features, labels, sharded: bool, block_rows: Optional[int]):
     return rows, labels
 
 
-def _targets(features: Features, rows: Rows, labels, k: Optional[int], sharded: bool) -> torch.Tensor:
+def _targets(features: Features, rows: Rows, labels, k: Optional[int], sharded: bool):
+    """(targets, k): class indices stay class indices (validate.check_labels)."""
     try:
-        return V.check_targets(labels, rows, k, sharded=sharded)
+        return V.check_labels(labels, rows, k, sharded=sharded)
     except ValueError as e:
         order = getattr(rows.blocks, "src", None) and rows.blocks.src.describe_order()
         if not order:
@@ -130,7 +146,7 @@ def prepare(features: Features, labels, weights, *, lam, num_classes: Optional[i
             extra: Optional[Callable] = None, targets_k: Optional[int] = None, **settings) -> Call:
     """Check a call's inputs and agree on them across the ranks of ``group``.
 
-    ``extra(rows, y, sharded, move)`` checks the arguments particular to one function (``move``:
+    ``extra(rows, k, sharded, move)`` checks the arguments particular to one function (``move``:
     its per-row tensors go to the compute device, as a stream's do). ``targets_k``: the class
     count of the labels where it is not ``num_classes`` (val_derivative's joint count over
     training and validation labels). ``settings``: the function's other scalar settings, which
@@ -142,27 +158,28 @@ def prepare(features: Features, labels, weights, *, lam, num_classes: Optional[i
     def check():
         rows_wanted = V.check_block_rows(block_rows)
         rows, y0 = _open(features, labels, sharded, rows_wanted if features.stream else None)
-        y = _targets(features, rows, y0, num_classes if targets_k is None else targets_k, sharded)
+        y, k_local = _targets(features, rows, y0, num_classes if targets_k is None else targets_k, sharded)
         no_input_grad(labels=y)
         move = features.stream
         a = V.check_weights(on_device(weights, rows.device, "weights") if move else weights, rows)
         lam_ = V.check_lam(lam)
-        more = extra(rows, y, sharded, move) if extra is not None else ()
-        spec = D.spec_of(rows, y, V.as_tensor(y0, "labels").dim() == 1, lam=lam_, num_classes=num_classes,
+        more = extra(rows, k_local, sharded, move) if extra is not None else ()
+        spec = D.spec_of(rows, k_local, y.dim() == 1, lam=lam_, num_classes=num_classes,
                          **settings) if sharded else None
-        return (rows, y, a, lam_, rows_wanted, more), spec
+        return (rows, y, k_local, a, lam_, rows_wanted, more), spec
 
-    (rows, y, a, lam, rows_wanted, more), k = D.agree_on_inputs(group, check)
+    (rows, y, k_local, a, lam, rows_wanted, more), k = D.agree_on_inputs(group, check)
+    k = k_local if k is None else k
     y = D.widen(y, k)
     rows.group = group
     if not features.stream:
-        rows.op_block_rows = _op_block_rows(rows, y.shape[1], rows_wanted)
-    return Call(rows, y, a.detach(), a, lam, more)
+        rows.op_block_rows = _op_block_rows(rows, k, rows_wanted)
+    return Call(rows, y, a.detach(), a, lam, more, k)
 
 
 def loss_weights_check(loss, loss_weights, name: str = "loss_weights"):
     """An ``extra`` check of a LOO loss: (loss kind, loss weights [n])."""
-    def extra(rows, y, sharded, move):
+    def extra(rows, k, sharded, move):
         w = V.check_loss_weights(on_device(loss_weights, rows.device, name) if move else loss_weights, rows,
                                  name=name, sharded=sharded)
         no_input_grad(**{name: w})
@@ -171,18 +188,21 @@ def loss_weights_check(loss, loss_weights, name: str = "loss_weights"):
 
 
 def val_set_check(val_features, val_labels, val_loss_weights, loss):
-    """An ``extra`` check of a validation set: (xv [m,d], yv [m,k], loss kind, wv [m])."""
-    def extra(rows, y, sharded, move):
-        xv = V.check_features(val_features, "val_features", sharded=sharded)
+    """An ``extra`` check of a validation set: (xv [m,d], yv [m,k], loss kind, wv [m]), in the
+    compute dtype (half-precision validation features like the training ones are converted)."""
+    def extra(rows, k, sharded, move):
+        xv = V.check_features(val_features, "val_features", sharded=sharded, half=True)
         xv = xv.to(rows.device) if move else xv
+        if xv.dtype == rows.feature_dtype:
+            xv = xv.to(rows.dtype)
         V.check_same(rows, xv, "val_features")
         if xv.shape[1] != rows.shape[1]:
             raise ValueError(f"divaext: val_features have {xv.shape[1]} columns but features have {rows.shape[1]}")
         if not bool(torch.isfinite(xv).all()):
             raise ValueError("divaext: val_features contain NaN or Inf")
         yv = V.check_targets(on_device(val_labels, rows.device, "val_labels") if move else val_labels, xv,
-                             y.shape[1], "val_labels", sharded=sharded)
-        kind, wv = loss_weights_check(loss, val_loss_weights, "val_loss_weights")(xv, yv, sharded, move)
+                             k, "val_labels", sharded=sharded)
+        kind, wv = loss_weights_check(loss, val_loss_weights, "val_loss_weights")(xv, k, sharded, move)
         no_input_grad(val_features=xv, val_labels=yv)
         return xv, yv, kind, wv.to(xv.dtype)
     return extra

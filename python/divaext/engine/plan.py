@@ -1,10 +1,13 @@
 """The plan of the dataset derivative, written once for every source of rows (rows.py).
 
-Pass 1 (gram) → float64 Cholesky factor of M + λI here → pass 2 (loo_rows), fused with the
-loss's backward pass A when the loss is known (loo_grad) → eigendecomposition of the whitened
-sum C̃ here → backward pass B (vjp_rows). The d×d algebra is done in float64: t = L⁻ᵀ (rows are
-whitened as z = x t) and C̃ = E Λ Eᵀ, which turns pass B into one product per block. Formulas:
-docs/math.md. Each autograd wrapper of the public functions is defined here, once.
+Pass 1 (gram, or gram_labels for class indices) → float64 Cholesky factor of M + λI here →
+pass 2 (loo_rows), fused with the loss's backward pass A when the loss is known (loo_grad) →
+eigendecomposition of the whitened sum C̃ here → backward pass B (vjp_rows, or vjp_fit after
+loo_grad: it recomputes the fit instead of reading LOO predictions, so loo_derivative holds
+nothing [n,k]). Targets y are class indices [n] (with k, the class count) or an [n,k] matrix.
+The d×d algebra is done in float64: t = L⁻ᵀ (rows are whitened as z = x t) and C̃ = E Λ Eᵀ,
+which turns pass B into one product per block. Formulas: docs/math.md. Each autograd wrapper
+of the public functions is defined here, once.
 """
 from __future__ import annotations
 
@@ -61,9 +64,10 @@ def check_finite(t: torch.Tensor, what: str, lam: float) -> None:
                          "scale, lam or the weights are extreme); rescale the features or increase lam")
 
 
-def _pass_b_operands(fac: Factor, Ct: torch.Tensor, Pt: torch.Tensor):
+def _pass_b_operands(fac: Factor, Ct: torch.Tensor, Pt: torch.Tensor, fit: bool = False):
     """(basis [d,d+k] = [t E | t P̃], eigenvalues Λ [d]) of backward pass B, from the whitened
-    sums C̃ = E Λ Eᵀ [d,d] and P̃ [d,k]. The sums are all-reduced already, so a non-finite one
+    sums C̃ = E Λ Eᵀ [d,d] and P̃ [d,k]; with ``fit``, basis [d,d+2k] = [t E | t P̃ | t v] (vjp_fit
+    recomputes the fit ŷ = x t v). The sums are all-reduced already, so a non-finite one
     raises the same error on every rank."""
     if not (bool(torch.isfinite(Ct).all()) and bool(torch.isfinite(Pt).all())):
         # the row kernels form g·e and g/D in the features' dtype: targets of scale 1e30 overflow float32
@@ -71,7 +75,8 @@ def _pass_b_operands(fac: Factor, Ct: torch.Tensor, Pt: torch.Tensor):
                          "the features' dtype (targets, features or weights too large for it); rescale them or "
                          "use float64")
     evals, E = torch.linalg.eigh(Ct)
-    return torch.cat([fac.t @ E, fac.t @ Pt], dim=1).contiguous(), evals.contiguous()
+    parts = [fac.t @ E, fac.t @ Pt] + ([fac.t @ fac.v] if fit else [])
+    return torch.cat(parts, dim=1).contiguous(), evals.contiguous()
 
 
 def _mean_weight(rows: Rows, w: torch.Tensor, name: str) -> torch.Tensor:
@@ -86,15 +91,19 @@ def _mean_weight(rows: Rows, w: torch.Tensor, name: str) -> torch.Tensor:
 # the passes
 
 
-def factor(rows: Rows, y: torch.Tensor, a: torch.Tensor, lam: float) -> Factor:
-    """Pass 1, then the factor of the Gram matrix of all rows."""
-    M, B = rows.run("gram", (a, y))  # raises on NaN/Inf features
+def factor(rows: Rows, y: torch.Tensor, a: torch.Tensor, lam: float, k: int) -> Factor:
+    """Pass 1, then the factor of the Gram matrix of all rows (y: class indices of k classes, or
+    an [n,k] matrix)."""
+    if y.dim() == 1:
+        M, B = rows.run("gram_labels", (a, y), k)  # raises on NaN/Inf features
+    else:
+        M, B = rows.run("gram", (a, y))
     return rows.agree(factor_of, M, B, lam, rows.dtype)
 
 
-def loo_forward(rows: Rows, y, a, lam: float):
+def loo_forward(rows: Rows, y, a, lam: float, k: int):
     """Passes 1 and 2 → (factor, f [n,k], h [n])."""
-    fac = factor(rows, y, a, lam)
+    fac = factor(rows, y, a, lam, k)
     f, h = rows.run("loo_rows", (y, a), fac.t, fac.v, V.min_denominator(rows.dtype))
     rows.agree(check_finite, f, "LOO predictions", lam)
     return fac, f, h
@@ -114,22 +123,24 @@ def smallest_denominator(rows: Rows, a: torch.Tensor, h: torch.Tensor) -> float:
     return -float(D.allreduce_max((-local).reshape(1).to(D.flag_device(rows.group)), rows.group)[0])
 
 
-def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w) -> Tuple[Derivative, float, torch.Tensor]:
+def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w, k: int) -> Tuple[Derivative, float, torch.Tensor]:
     """(mean LOO loss (float64 0-d) and ∂loss/∂a [n], smallest 1 − a·h, Gram matrix M [d,d]):
-    pass 1, passes 2 + A fused, pass B."""
-    fac = factor(rows, y, a, lam)
-    # The loss is known, so its gradient is formed row by row in the pass that forms f.
-    f, h, ge, loss_sum, Ct, Pt = rows.run("loo_grad", (y, a, w), fac.t, fac.v, kind, V.min_denominator(rows.dtype))
+    pass 1, passes 2 + A fused, pass B. Extra memory O(n + d² + d·k + block·(d + k))."""
+    fac = factor(rows, y, a, lam, k)
+    # The loss is known, so its gradient is formed row by row in the pass that forms f; f is
+    # not kept (n × k): pass B recomputes the fit from x t v.
+    h, ge, loss_sum, Ct, Pt = rows.run("loo_grad", (y, a, w), fac.t, fac.v, kind, V.min_denominator(rows.dtype))
     total = _mean_weight(rows, w, "loss_weights")
     inv = 1.0 / total  # everything downstream is linear in g: normalise the mean once, after the sums
-    grad = rows.run("vjp_rows", (y, a, f, h, ge.mul_(inv.to(ge.dtype))), *_pass_b_operands(fac, Ct * inv, Pt * inv))
+    grad = rows.run("vjp_fit", (y, a, h, ge.mul_(inv.to(ge.dtype))),
+                    *_pass_b_operands(fac, Ct * inv, Pt * inv, fit=True))
     return Derivative(loss_sum / total, grad), smallest_denominator(rows, a, h), fac.M
 
 
 def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> Derivative:
     """Validation loss (float64 0-d) of the ridge model on (xv [m,d], yv [m,k]) and ∂loss/∂a [n]
     (paper Prop. 2): ∂L/∂a_j = (x_jᵀ P)·(y_j − x_jᵀ W) with W = S B, P = S X_vᵀ G_v / Σ w_v."""
-    fac = factor(rows, y, a, lam)
+    fac = factor(rows, y, a, lam, yv.shape[1])
     W = fac.t @ fac.v  # [d,k] float64
     loss_sum, gv = ops.loss_grad(xv @ W.to(xv.dtype), yv, wv, kind)
     total = _mean_weight(rows, wv, "val_loss_weights")
@@ -186,9 +197,9 @@ class LooPredictions(torch.autograd.Function):
     passes A and B over the same rows (collective when sharded: every rank must run it)."""
 
     @staticmethod
-    def forward(ctx, a, rows: Rows, y, lam: float, name: str, judge):
+    def forward(ctx, a, rows: Rows, y, k: int, lam: float, name: str, judge):
         """``judge(min_D)`` raises if a gradient with that smallest 1 − a·h has lost its digits."""
-        fac, f, h = loo_forward(rows, y, a, lam)
+        fac, f, h = loo_forward(rows, y, a, lam, k)
         ctx.rows, ctx.fac, ctx.y, ctx.name, ctx.judge = rows, fac, y, name, judge
         ctx.save_for_backward(a, f, h)
         ctx.mark_non_differentiable(h)
@@ -198,8 +209,8 @@ class LooPredictions(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gf, _gh):
         if not ctx.needs_input_grad[0] or gf is None:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         a, f, h = ctx.saved_tensors
         D.await_ranks(ctx.rows.group, f"the backward pass of {ctx.name}")
         ctx.judge(smallest_denominator(ctx.rows, a, h))
-        return loo_vjp(ctx.rows, ctx.y, a, ctx.fac, f, h, gf.contiguous()), None, None, None, None, None
+        return loo_vjp(ctx.rows, ctx.y, a, ctx.fac, f, h, gf.contiguous()), None, None, None, None, None, None

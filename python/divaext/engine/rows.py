@@ -14,6 +14,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import validate as V
 from .. import distributed as D
 from .ops import ops
 
@@ -23,10 +24,12 @@ ROW, SUM = "row", "sum"
 # is; SUM, a sum over rows, added over blocks and all-reduced over ranks (all float64).
 OUTPUTS = {
     "gram": (SUM, SUM),  # M [d,d], B [d,k]
+    "gram_labels": (SUM, SUM),  # the same from class indices
     "loo_rows": (ROW, ROW),  # f [n,k], h [n]
-    "loo_grad": (ROW, ROW, ROW, SUM, SUM, SUM),  # f, h, ge = g·e; Σ w ℓ, C̃ [d,d], P̃ [d,k]
+    "loo_grad": (ROW, ROW, SUM, SUM, SUM),  # h, ge = g·e; Σ w ℓ, C̃ [d,d], P̃ [d,k] (no [n,k] output)
     "vjp_gram": (SUM, SUM, ROW),  # C̃, P̃; ge
     "vjp_rows": (ROW,),  # ∂L/∂a [n]
+    "vjp_fit": (ROW,),  # ∂L/∂a [n]
     "val_rows": (ROW,),  # ∂L_val/∂a [n]
 }
 
@@ -40,13 +43,16 @@ class Rows:
     whose other ranks hold the other rows (None: one process).
 
     Like a tensor it has ``shape`` (n, d), ``dtype`` and ``device``, which is all the input
-    checks need of the features. ``op_block_rows`` is the block size each op call uses inside
+    checks need of the features; ``dtype`` is the dtype the passes compute in, that of every
+    per-row input and output (float32 for float16/bfloat16 features, whose own dtype is
+    ``feature_dtype``). ``op_block_rows`` is the block size each op call uses inside
     its block (0: the op's default).
     """
 
     def __init__(self, blocks: Iterable[Tuple[int, torch.Tensor]], n: int, d: int, dtype: torch.dtype,
                  device: torch.device, group=None, op_block_rows: int = 0):
-        self.blocks, self.shape, self.dtype, self.device = blocks, (int(n), int(d)), dtype, device
+        self.blocks, self.shape, self.device = blocks, (int(n), int(d)), device
+        self.feature_dtype, self.dtype = dtype, V.compute_dtype(dtype)
         self.group, self.op_block_rows = group, op_block_rows
 
     @classmethod
@@ -60,7 +66,7 @@ class Rows:
         return x
 
     def __repr__(self) -> str:
-        return f"Rows(n={self.shape[0]}, d={self.shape[1]}, dtype={self.dtype}, device={self.device})"
+        return f"Rows(n={self.shape[0]}, d={self.shape[1]}, dtype={self.feature_dtype}, device={self.device})"
 
     def agree(self, fn, *args):
         """``fn(*args)``; if it raises on any rank, it raises on every rank (see distributed.agree)."""

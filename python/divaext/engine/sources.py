@@ -18,7 +18,11 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+# float16 features (a .npy of them, or an array) are read as they are and computed in float32
+# block by block; bfloat16 has no standard .npy form, so it is accepted from torch tensors only.
+_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+           np.dtype(np.float16): torch.float16}
+_TORCH_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------
@@ -26,7 +30,8 @@ _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.floa
 
 
 class RowSource:
-    """Rows of an (n, d) float32/float64 matrix, read block by block, as many times as needed.
+    """Rows of an (n, d) float32/float64/float16 (bfloat16: tensors only) matrix, read block by
+    block, as many times as needed.
 
     ``n`` is None for a stream of blocks (its length is then the number of labels).
     """
@@ -83,7 +88,7 @@ class _FileRows(_RandomAccess):
 
     def __init__(self, path: str, offset: int, n: int, d: int, dtype: torch.dtype):
         self.path, self.offset, self.n, self.d, self.dtype = str(path), int(offset), n, d, dtype
-        self.row_bytes = d * torch.finfo(dtype).bits // 8
+        self.row_bytes = d * dtype.itemsize
 
     def read_into(self, start, out):
         view = memoryview(out).cast("B")
@@ -143,9 +148,10 @@ class _ArrayRows(_RandomAccess):
 
     def blocks(self, block_rows, pin):
         t = self.array
-        if isinstance(t, torch.Tensor) and (t.device.type == "cuda" or not pin):
+        if isinstance(t, torch.Tensor):
             for s in range(0, self.n, block_rows):  # already in (device) memory: views, no copies
-                yield t[s:s + block_rows]
+                b = t[s:s + block_rows]
+                yield b.pin_memory() if pin and b.device.type == "cpu" else b  # (bfloat16 has no numpy)
         else:  # explicit copies: into pinned memory, or off an array that may be a memmap
             yield from super().blocks(block_rows, pin)
 
@@ -175,8 +181,8 @@ class _IterRows(RowSource):
 
 def _as_block(b, i: int) -> torch.Tensor:
     t = torch.as_tensor(np.array(b) if isinstance(b, np.memmap) else b)
-    if t.dim() != 2 or t.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"divaext: feature block {i} must be a 2-D float32/float64 array, got "
+    if t.dim() != 2 or t.dtype not in _TORCH_DTYPES:
+        raise ValueError(f"divaext: feature block {i} must be a 2-D float32/float64/float16/bfloat16 array, got "
                          f"shape {tuple(t.shape)} and dtype {t.dtype}")
     return t
 
@@ -197,12 +203,14 @@ def _from_memmap(mm: np.memmap) -> _RandomAccess:
 
 
 def _torch_dtype(dtype, what: str) -> torch.dtype:
-    """float32/float64 (numpy in native byte order, or torch) as a torch dtype."""
-    if dtype in (torch.float32, torch.float64):
+    """float32/float64/float16 (numpy in native byte order, or torch; bfloat16 from torch) as a
+    torch dtype."""
+    if dtype in _TORCH_DTYPES:
         return dtype
     if not isinstance(dtype, torch.dtype) and np.dtype(dtype) in _DTYPES:
         return _DTYPES[np.dtype(dtype)]
-    raise TypeError(f"divaext: {what} must be native float32 or float64, got {dtype}")
+    raise TypeError(f"divaext: {what} must be native float32, float64 or float16 (bfloat16: a torch tensor), "
+                    f"got {dtype}")
 
 
 def _check_matrix(shape, dtype, what: str) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -62,13 +62,24 @@ def _pandas_to_numpy(x, name: str) -> np.ndarray:
     return values
 
 
-def check_features(x, name: str = "features", sharded: bool = False) -> torch.Tensor:
-    """(n, d) float32/float64 features. A shard of a sharded call (``sharded``) may hold 0 rows."""
+# Half-precision features are read as they are and computed in float32 (csrc/checks.h).
+HALF = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the passes compute in for features of ``dtype`` (float32 for float16/bfloat16)."""
+    return torch.float32 if dtype in HALF else dtype
+
+
+def check_features(x, name: str = "features", sharded: bool = False, half: bool = False) -> torch.Tensor:
+    """(n, d) float32/float64 features (also float16/bfloat16 if ``half``: the passes read them
+    as they are). A shard of a sharded call (``sharded``) may hold 0 rows."""
     x = as_tensor(x, name)
     if x.dim() != 2:
         raise ValueError(f"divaext: {name} must be 2-D (n, d), got shape {tuple(x.shape)}")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"divaext: {name} must be float32 or float64, got {x.dtype}")
+    if x.dtype not in (torch.float32, torch.float64) + (HALF if half else ()):
+        raise TypeError(f"divaext: {name} must be float32 or float64{' (or float16/bfloat16)' if half else ''}, "
+                        f"got {x.dtype}")
     if x.shape[0] == 0 and not (sharded and x.shape[1] > 0):
         raise ValueError(f"divaext: {name} is empty (0 samples)")
     if x.shape[1] == 0:
@@ -87,10 +98,53 @@ def check_targets(labels, x, num_classes: Optional[int], name: str = "labels", s
     ``x``: the features, or anything with their ``shape``, ``dtype`` and ``device`` (the rows of a
     stream). On a 0-row shard (``sharded``), 0 class indices give (0, num_classes or 0) targets.
     """
+    y, k = _labels_or_targets(labels, x, num_classes, name, sharded)
+    if y.dim() == 2:
+        return y
+
+    def too_large() -> ValueError:
+        return ValueError(
+            f"divaext: {name}: sample {int(torch.argmax(y))} has label {k - 1}, so the (n, k) one-hot targets "
+            f"would have {y.shape[0]} × {k} entries; class indices must be 0..k−1 with k the number of classes (map "
+            "other labels with divaext.labels.encode_labels)")
+
+    n = y.shape[0]
+    if n * k > _MAX_ONE_HOT and (num_classes is None or k > n):
+        raise too_large()
+    try:  # below the cap the allocation may still fail: say why, not the allocator's bytes
+        y1 = torch.zeros(n, k, dtype=x.dtype, device=x.device)
+    except RuntimeError:  # includes torch.OutOfMemoryError
+        raise too_large() from None
+    # Scatter straight into x's dtype: F.one_hot would first build an int64 (n, k) copy.
+    return y1.scatter_(1, y[:, None], 1.0)
+
+
+# Without num_classes, class indices beyond both this and the number of samples are ids, not
+# classes (B, v and P̃ are d × k: a label of 10⁹ would ask for terabytes).
+_MAX_CLASSES_UNASKED = 1 << 16
+
+
+def check_labels(labels, x, num_classes: Optional[int], name: str = "labels",
+                 sharded: bool = False) -> Tuple[torch.Tensor, int]:
+    """(targets, k): int class indices (n,) stay class indices (int64, in 0..k−1, k = max + 1
+    or ``num_classes``), as the ops read them without an (n, k) one-hot matrix; float (n, k)
+    targets in x's dtype pass through with k their columns. ``x`` as in :func:`check_targets`."""
+    y, k = _labels_or_targets(labels, x, num_classes, name, sharded)
+    n = x.shape[0]
+    if y.dim() == 1 and num_classes is None and k > max(n, _MAX_CLASSES_UNASKED):
+        raise ValueError(
+            f"divaext: {name}: sample {int(torch.argmax(y))} has label {k - 1}, so there would be {k} classes for "
+            f"{n} samples; class indices must be 0..k−1 with k the number of classes (map other labels with "
+            "divaext.labels.encode_labels, or pass num_classes)")
+    return y, k
+
+
+def _labels_or_targets(labels, x, num_classes: Optional[int], name: str, sharded: bool) -> Tuple[torch.Tensor, int]:
+    """check_labels without its bound on the class count."""
     y = as_tensor(labels, name)
     n = x.shape[0]
     if sharded and n == 0 and y.dim() == 1 and y.shape[0] == 0 and not y.is_floating_point():
-        return torch.zeros(0, num_classes or 0, dtype=x.dtype, device=x.device)
+        return torch.zeros(0, dtype=torch.long, device=x.device), int(num_classes or 0)
     if y.device != x.device:
         raise ValueError(f"divaext: {name} are on {y.device} but the features are on {x.device}")
     if y.dim() == 1:
@@ -108,21 +162,7 @@ def check_targets(labels, x, num_classes: Optional[int], name: str = "labels", s
             raise ValueError(
                 f"divaext: {name} out of range: sample {bad} has label {int(y[bad])}, "
                 f"expected 0 <= label < {k}" + ("" if num_classes is None else " (num_classes)"))
-
-        def too_large() -> ValueError:
-            return ValueError(
-                f"divaext: {name}: sample {int(torch.argmax(y))} has label {hi}, so the (n, k) one-hot targets "
-                f"would have {n} × {k} entries; class indices must be 0..k−1 with k the number of classes (map "
-                "other labels with divaext.labels.encode_labels)")
-
-        if n * k > _MAX_ONE_HOT and (num_classes is None or k > n):
-            raise too_large()
-        try:  # below the cap the allocation may still fail: say why, not the allocator's bytes
-            y1 = torch.zeros(n, k, dtype=x.dtype, device=x.device)
-        except RuntimeError:  # includes torch.OutOfMemoryError
-            raise too_large() from None
-        # Scatter straight into x's dtype: F.one_hot would first build an int64 (n, k) copy.
-        return y1.scatter_(1, y[:, None], 1.0)
+        return y.contiguous(), k
     if y.dim() == 2:
         if not y.is_floating_point():
             raise TypeError(f"divaext: 2-D {name} must be float targets (n, k), got {y.dtype}")
@@ -136,7 +176,7 @@ def check_targets(labels, x, num_classes: Optional[int], name: str = "labels", s
             raise ValueError(f"divaext: {name} has {y.shape[1]} columns but num_classes={num_classes}")
         if not bool(torch.isfinite(y).all()):
             raise ValueError(f"divaext: {name} contain NaN or Inf")
-        return y
+        return y, y.shape[1]
     raise ValueError(f"divaext: {name} must be (n,) class indices or (n, k) targets, got shape {tuple(y.shape)}")
 
 
@@ -146,6 +186,8 @@ def check_weights(weights, x, name: str = "weights") -> torch.Tensor:
     if weights is None:
         return torch.ones(n, dtype=x.dtype, device=x.device)
     a = as_tensor(weights, name)
+    if a.dtype != x.dtype and a.dtype == getattr(x, "feature_dtype", None):
+        a = a.to(x.dtype)  # half-precision weights beside half-precision features: computed in float32
     if a.device != x.device:
         raise ValueError(f"divaext: {name} are on {a.device} but the features are on {x.device}")
     if a.dim() != 1 or a.shape[0] != n:
