@@ -126,33 +126,45 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
 
 
 def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw=None, mask=None, group=None,
-                   progress: bool = False, each_step=None, final_loss: bool = True, method: str = "auto"):
+                   progress: bool = False, each_step=None, final_loss: bool = True, method: str = "auto",
+                   derive=None):
     """``recipe["steps"]`` normalised steps from ``a``; returns (weights, losses before each
     step and after the last). ``each_step(i, weights)`` is called after step i (1-based);
-    ``final_loss=False`` skips the derivative after the last step (its loss only)."""
-    a = a.clone()
+    ``final_loss=False`` skips the derivative after the last step (its loss only).
+    ``derive(weights, loss)`` computes the derivative (default: the public entry points);
+    ``a`` itself is never modified."""
+    start = a
     losses: List[float] = []
     steps, size = recipe["steps"], recipe["step_size"]
     total = float(C.global_sum(a, group))
     for i in progress_bar(range(steps + 1), steps + 1, progress, "reweight"):
         if i == steps and not final_loss:
             break
-        d = C.derivative(x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw,
-                         group=group, method=method)
+        d = derive(a, recipe["loss"]) if derive is not None else C.derivative(
+            x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw, group=group,
+            method=method)
         losses.append(float(d.loss))
         if i == steps:
             break
-        g = d.grad if mask is None else d.grad * mask
-        g = torch.where(C.below_rounding(g * total, losses[-1]), torch.zeros_like(g), g)
-        scale = float(C.global_max(g.abs(), group))
-        if scale > 0:
-            a = (a - (size / scale) * g).clamp_min_(0)
-            if not bool(torch.isfinite(a).all()):  # only a step size beyond float range gets here
-                raise ValueError(f"divaext: step_size={size!r} overflows the weights; use a step size "
-                                 "of the order of the weights (e.g. 0.5 to 8)")
+        a = take_step(a, d.grad, losses[-1], total, size, mask, group)
         if each_step is not None:
             each_step(i + 1, a)
-    return a, losses
+    return (a.clone() if a is start else a), losses
+
+
+def take_step(a, grad, loss: float, total: float, size: float, mask=None, group=None) -> torch.Tensor:
+    """One normalised step ``max(0, a − size · g / max|g|)`` (a new tensor): ``g`` the
+    derivative restricted to the trainable samples, with entries below their rounding level
+    (``grad · total`` within √eps·|loss|) set to 0; no step when every entry is 0."""
+    g = grad if mask is None else grad * mask
+    g = torch.where(C.below_rounding(g * total, loss), torch.zeros_like(g), g)
+    scale = float(C.global_max(g.abs(), group))
+    if scale > 0:
+        a = (a - (size / scale) * g).clamp_min_(0)
+        if not bool(torch.isfinite(a).all()):  # only a step size beyond float range gets here
+            raise ValueError(f"divaext: step_size={size!r} overflows the weights; use a step size "
+                             "of the order of the weights (e.g. 0.5 to 8)")
+    return a
 
 
 def _trainable_mask(trainable, x: torch.Tensor) -> Optional[torch.Tensor]:
