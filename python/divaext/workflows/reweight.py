@@ -11,6 +11,7 @@ weights on held-out data, else the starting weights come back with a note saying
 """
 from __future__ import annotations
 
+import sys
 from typing import List, NamedTuple, Optional
 
 import torch
@@ -51,7 +52,7 @@ class ReweightResult(NamedTuple):
 def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = True, select: Optional[str] = "auto",
              loss: Optional[str] = None, steps: Optional[int] = None, step_size: Optional[float] = None,
              folds: int = 5, seed: int = 0, val_features=None, val_labels=None, num_classes: Optional[int] = None,
-             progress: bool = False, trainable=None, loss_weights=None, group=None,
+             progress: Optional[bool] = None, trainable=None, loss_weights=None, group=None,
              method: str = "auto") -> ReweightResult:
     """Lower the LOO (or validation) loss by a few normalised gradient steps on the weights.
 
@@ -77,7 +78,8 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
             again with the new weights for the returned ``lam``.
         intercept: append a constant feature, the model's intercept (default True).
         folds, seed: the K-fold split of the selection (shuffled with ``seed``).
-        progress: show a tqdm bar when tqdm is installed.
+        progress: show a tqdm bar (the held-out check's folds × recipes, then the steps) when
+            tqdm is installed; default (None): when stderr is a terminal.
         method: ``"auto"`` (default), ``"primal"`` or ``"dual"``: the form of the derivative (see
             :func:`divaext.loo_derivative`; the dual is exact with more features than samples).
         trainable: optional (n,) bool mask; only these weights change.
@@ -89,6 +91,7 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
     from . import reweight_select as S
 
     group = D.resolve_group(group)
+    progress = show_progress(progress)
     labels, classes = C.encode(labels, group=group)
     if val_labels is not None:
         val_labels, _ = C.encode(val_labels, "val_labels", classes, group)
@@ -165,6 +168,14 @@ def take_step(a, grad, loss: float, total: float, size: float, mask=None, group=
             raise ValueError(f"divaext: step_size={size!r} overflows the weights; use a step size "
                              "of the order of the weights (e.g. 0.5 to 8)")
     return a
+
+
+def show_progress(progress: Optional[bool]) -> bool:
+    """``progress`` itself, or (None) whether stderr is a terminal: a person waiting sees the
+    bar, a log file or a pipe gets no bar characters."""
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return C.check_flag(progress, "progress")
 
 
 def _trainable_mask(trainable, x: torch.Tensor) -> Optional[torch.Tensor]:

@@ -5,7 +5,9 @@ each candidate recipe (loss × step size) walks its gradient path of up to ``MAX
 steps on the training part, and after every step the weighted ridge model — λ re-chosen by
 LOO error with the new weights, as the returned model's is — is scored on the held-out part
 against the labels as given. (Scoring at the fold's unweighted λ is 1.5× cheaper but let a
-chance winner through that lowered accuracy on a check split; RESULTS.md.)
+chance winner through that lowered accuracy on a check split; RESULTS.md.) Each weight vector
+of a path is decomposed once (:mod:`.reweight_fit`): its λ search, its held-out check and the
+derivative of the next step share one Gram pass and one d×d eigh.
 
 The decision is a paired comparison over all held-out samples of all folds (McNemar): with
 ``b`` samples the recipe gets right and uniform weights get wrong, and ``c`` the reverse,
