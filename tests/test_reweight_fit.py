@@ -79,6 +79,9 @@ def test_path_losses_and_weights_equal_direct_refits():
 
 def decide(fast, **kw):
     x, y, _, _ = problem(n=200, noise=0.3)
+    if kw.pop("val", False):  # the user's validation set decides instead of the folds
+        xv, yv, _, _ = problem(n=80, noise=0.0, seed=5)
+        kw.update(val_features=xv, val_labels=yv)
     S.FAST = fast
     try:
         return divaext.reweight(x, y, progress=False, **kw)
@@ -87,9 +90,9 @@ def decide(fast, **kw):
 
 
 @pytest.mark.parametrize("kw", [{"folds": 3}, {"lam": 2.0, "folds": 2, "step_size": 1.0},
-                                {"loss": "ce", "steps": 2, "folds": 2}])
+                                {"loss": "ce", "steps": 2, "folds": 2}, {"val": True}])
 def test_same_decision_and_evidence_as_refits(kw):
-    new, old = decide(True, **kw), decide(False, **kw)
+    new, old = decide(True, **dict(kw)), decide(False, **dict(kw))
     assert new.settings == old.settings and new.note == old.note
     key = lambda e: (e["loss"], e["step_size"], e["steps"])  # noqa: E731
     assert sorted((key(e), e["better"], e["worse"]) for e in new.evidence) == \
