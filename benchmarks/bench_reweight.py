@@ -1,7 +1,7 @@
 """reweight's held-out check: the shared-eigendecomposition path against the previous refits,
 with detect on the same data for the ratio, and the decisions compared.
 
-    python benchmarks/bench_reweight.py [--datasets trec agnews sst2] [--noise 0.2]
+    python benchmarks/bench_reweight.py [--datasets trec agnews sst2] [--noise 0.2] [--no-previous]
 
 Data: the shipped TREC MiniLM features (5452 × 384) and, when built, the AG News (all 7600
 rows: train + test of the cache) and SST-2 (train, 6920) MiniLM caches under
@@ -9,8 +9,8 @@ rows: train + test of the cache) and SST-2 (train, 6920) MiniLM caches under
 sst2``); a missing cache is skipped with a note. ``--noise p`` adds, per data set, a run with a
 fraction p of the labels replaced by random classes (seed 0), where a recipe is usually applied.
 
-Per run: wall seconds (benchmarks/common.py's ``time_fn``, one run each: the previous path takes
-minutes) and CPU seconds of this process, for ``detect``, ``reweight`` (new) and ``reweight``
+Per run: wall seconds (benchmarks/common.py's ``time_fn``: detect the median of 3 after a warm-up,
+reweight one run each, the previous path takes minutes) and CPU seconds of this process, for ``detect``, ``reweight`` (new) and ``reweight``
 with ``reweight_select.FAST = False`` (the previous refits: select_lambda, loo_derivative and a
 solve per step); the decision of each and whether every recipe's paired counts (b, c) agree.
 """
@@ -48,12 +48,14 @@ def load(name):
     return d["train_x"].astype(np.float32), d["train_y"].astype(np.int64)
 
 
-def timed(fn):
-    """(result, wall s, CPU s) of one run."""
+def timed(fn, repeat=1):
+    """(result, median wall s, mean CPU s) of ``repeat`` runs (after one warm-up when repeat > 1:
+    detect takes seconds, so its time is a median; reweight's previous path takes minutes)."""
     out = {}
+    warmup = int(repeat > 1)
     cpu = time.process_time()
-    wall = time_fn(lambda: out.setdefault("r", fn()), warmup=0, repeat=1)
-    return out["r"], wall, time.process_time() - cpu
+    wall = time_fn(lambda: out.__setitem__("r", fn()), warmup=warmup, repeat=repeat)
+    return out["r"], wall, (time.process_time() - cpu) / (warmup + repeat)
 
 
 def counts(result):
@@ -69,6 +71,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--datasets", nargs="+", default=["trec", "agnews", "sst2"])
     p.add_argument("--noise", type=float, default=0.2)
+    p.add_argument("--no-previous", action="store_true",
+                   help="time detect and the new path only (the ratio; decisions are not compared)")
     args = p.parse_args()
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, "
           f"torch threads {torch.get_num_threads()}")
@@ -90,9 +94,13 @@ def main():
             conditions.append((f"{args.noise:g} random", torch.where(flip, torch.randint(0, int(y.max()) + 1,
                                                                                           y.shape, generator=g), y)))
         for label, yy in conditions:
-            _, dw, dc = timed(lambda: divaext.detect(x, yy))
+            _, dw, dc = timed(lambda: divaext.detect(x, yy), repeat=3)
             S.FAST = True
             new, nw, nc = timed(lambda: divaext.reweight(x, yy, progress=False))
+            if args.no_previous:
+                print(f"| {name} | {x.shape[0]} × {x.shape[1]} | {label} | {dw:.1f} / {dc:.1f} | {nw:.1f} / {nc:.1f} | "
+                      f"not run | | {nc / dc:.1f}× | {decision(new)} | | | |", flush=True)
+                continue
             S.FAST = False
             try:
                 old, ow, oc = timed(lambda: divaext.reweight(x, yy, progress=False))
