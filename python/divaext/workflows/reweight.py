@@ -11,6 +11,7 @@ weights on held-out data, else the starting weights come back with a note saying
 """
 from __future__ import annotations
 
+import sys
 from typing import List, NamedTuple, Optional
 
 import torch
@@ -51,7 +52,7 @@ class ReweightResult(NamedTuple):
 def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = True, select: Optional[str] = "auto",
              loss: Optional[str] = None, steps: Optional[int] = None, step_size: Optional[float] = None,
              folds: int = 5, seed: int = 0, val_features=None, val_labels=None, num_classes: Optional[int] = None,
-             progress: bool = False, trainable=None, loss_weights=None, group=None,
+             progress: Optional[bool] = None, trainable=None, loss_weights=None, group=None,
              method: str = "auto") -> ReweightResult:
     """Lower the LOO (or validation) loss by a few normalised gradient steps on the weights.
 
@@ -77,7 +78,8 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
             again with the new weights for the returned ``lam``.
         intercept: append a constant feature, the model's intercept (default True).
         folds, seed: the K-fold split of the selection (shuffled with ``seed``).
-        progress: show a tqdm bar when tqdm is installed.
+        progress: show a tqdm bar (the held-out check's folds × recipes, then the steps) when
+            tqdm is installed; default (None): when stderr is a terminal.
         method: ``"auto"`` (default), ``"primal"`` or ``"dual"``: the form of the derivative (see
             :func:`divaext.loo_derivative`; the dual is exact with more features than samples).
         trainable: optional (n,) bool mask; only these weights change.
@@ -89,6 +91,7 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
     from . import reweight_select as S
 
     group = D.resolve_group(group)
+    progress = show_progress(progress)
     labels, classes = C.encode(labels, group=group)
     if val_labels is not None:
         val_labels, _ = C.encode(val_labels, "val_labels", classes, group)
@@ -126,33 +129,53 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
 
 
 def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw=None, mask=None, group=None,
-                   progress: bool = False, each_step=None, final_loss: bool = True, method: str = "auto"):
+                   progress: bool = False, each_step=None, final_loss: bool = True, method: str = "auto",
+                   derive=None):
     """``recipe["steps"]`` normalised steps from ``a``; returns (weights, losses before each
     step and after the last). ``each_step(i, weights)`` is called after step i (1-based);
-    ``final_loss=False`` skips the derivative after the last step (its loss only)."""
-    a = a.clone()
+    ``final_loss=False`` skips the derivative after the last step (its loss only).
+    ``derive(weights, loss)`` computes the derivative (default: the public entry points);
+    ``a`` itself is never modified."""
+    start = a
     losses: List[float] = []
     steps, size = recipe["steps"], recipe["step_size"]
     total = float(C.global_sum(a, group))
     for i in progress_bar(range(steps + 1), steps + 1, progress, "reweight"):
         if i == steps and not final_loss:
             break
-        d = C.derivative(x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw,
-                         group=group, method=method)
+        d = derive(a, recipe["loss"]) if derive is not None else C.derivative(
+            x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw, group=group,
+            method=method)
         losses.append(float(d.loss))
         if i == steps:
             break
-        g = d.grad if mask is None else d.grad * mask
-        g = torch.where(C.below_rounding(g * total, losses[-1]), torch.zeros_like(g), g)
-        scale = float(C.global_max(g.abs(), group))
-        if scale > 0:
-            a = (a - (size / scale) * g).clamp_min_(0)
-            if not bool(torch.isfinite(a).all()):  # only a step size beyond float range gets here
-                raise ValueError(f"divaext: step_size={size!r} overflows the weights; use a step size "
-                                 "of the order of the weights (e.g. 0.5 to 8)")
+        a = take_step(a, d.grad, losses[-1], total, size, mask, group)
         if each_step is not None:
             each_step(i + 1, a)
-    return a, losses
+    return (a.clone() if a is start else a), losses
+
+
+def take_step(a, grad, loss: float, total: float, size: float, mask=None, group=None) -> torch.Tensor:
+    """One normalised step ``max(0, a − size · g / max|g|)`` (a new tensor): ``g`` the
+    derivative restricted to the trainable samples, with entries below their rounding level
+    (``grad · total`` within √eps·|loss|) set to 0; no step when every entry is 0."""
+    g = grad if mask is None else grad * mask
+    g = torch.where(C.below_rounding(g * total, loss), torch.zeros_like(g), g)
+    scale = float(C.global_max(g.abs(), group))
+    if scale > 0:
+        a = (a - (size / scale) * g).clamp_min_(0)
+        if not bool(torch.isfinite(a).all()):  # only a step size beyond float range gets here
+            raise ValueError(f"divaext: step_size={size!r} overflows the weights; use a step size "
+                             "of the order of the weights (e.g. 0.5 to 8)")
+    return a
+
+
+def show_progress(progress: Optional[bool]) -> bool:
+    """``progress`` itself, or (None) whether stderr is a terminal: a person waiting sees the
+    bar, a log file or a pipe gets no bar characters."""
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return C.check_flag(progress, "progress")
 
 
 def _trainable_mask(trainable, x: torch.Tensor) -> Optional[torch.Tensor]:

@@ -5,7 +5,9 @@ each candidate recipe (loss × step size) walks its gradient path of up to ``MAX
 steps on the training part, and after every step the weighted ridge model — λ re-chosen by
 LOO error with the new weights, as the returned model's is — is scored on the held-out part
 against the labels as given. (Scoring at the fold's unweighted λ is 1.5× cheaper but let a
-chance winner through that lowered accuracy on a check split; RESULTS.md.)
+chance winner through that lowered accuracy on a check split; RESULTS.md.) Each weight vector
+of a path is decomposed once (:mod:`.reweight_fit`): its λ search, its held-out check and the
+derivative of the next step share one Gram pass and one d×d eigh.
 
 The decision is a paired comparison over all held-out samples of all folds (McNemar): with
 ``b`` samples the recipe gets right and uniform weights get wrong, and ``c`` the reverse,
@@ -28,6 +30,7 @@ from ..engine.progress import progress_bar
 from . import _common as C
 from .probs import class_labels
 from .reweight import ReweightResult, gradient_steps
+from .reweight_fit import Walker
 from .select_lambda import search, select_lambda
 
 # The recipes tried: each (loss, step size) walks one path of up to MAX_STEPS steps, so a
@@ -44,6 +47,10 @@ MAX_SELECT_ROWS = 20000
 # part (RESULTS.md): Z ≤ 1 let a chance winner through that lowered accuracy on the check part
 # by 0.58 points; from 1.5 on no drop was left, and 2 keeps a margin for data we have not seen.
 Z = 2.0
+# True: every weight vector's λ search, held-out check and derivative share one eigendecomposition
+# (reweight_fit.py). False: the previous refits (select_lambda, loo_derivative and a solve per
+# step), kept as the reference that tests and benchmarks/bench_reweight.py compare against.
+FAST = True
 
 
 def ridge_correct(x, y, a, xe, ye, k: int, lam) -> torch.Tensor:
@@ -97,43 +104,60 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
     k = k or class_count(y)
     max_steps = steps or MAX_STEPS
     cands = _candidates(loss, step_size)
+    yv = None if xv is None else class_labels(yv, "val_labels")
     wins = {}  # (loss, size, steps) -> [(b, c, m) per fold]: right only with it, only without, held-out size
 
-    def evaluate(xt, yt, at, xe, ye, lwt, maskt, lam_t):
-        base = ridge_correct(xt, yt, at, xe, ye, k, lam_t)
-        for lo, size in cands:
-            def record(i, w, lo=lo, size=size):
-                if steps is None or i == steps:
-                    # λ re-chosen with the candidate's weights, as the user's model will be
-                    right = ridge_correct(xt, yt, w, xe, ye, k, "auto" if lam == "auto" else lam_t)
-                    wins.setdefault((lo, size, i), []).append(
-                        (int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel())))
-            gradient_steps(xt, yt, at, lam_t, k, {"loss": lo, "steps": max_steps, "step_size": size},
-                           xv=xv, yv=yv, lw=lwt, mask=maskt, each_step=record, final_loss=False, method=method)
+    def walker(xt, yt, at, lwt, lam_t):
+        def derivative(w, lo, lam_w):
+            return C.derivative(xt, yt, w, lam=lam_w, loss=lo, num_classes=k, xv=xv, yv=yv, loss_weights=lwt,
+                                method=method)
+        return Walker(xt, yt, at, lam_t, k, derivative, lw=lwt, xv=xv, yv=yv, method=method)
 
-    if xv is not None:  # the user's validation set decides
-        evaluate(x, y, a, xv, class_labels(yv, "val_labels"), lw, mask, lam_model)
-    else:
-        for tr, held in progress_bar(_splits(x.shape[0], folds, seed, x.device), folds, progress, "reweight folds"):
-            lam_t = lam_model if lam != "auto" else select_lambda(x[tr], y[tr], a[tr], num_classes=k).lam
-            evaluate(x[tr], y[tr], a[tr], x[held], y[held], None if lw is None else lw[tr],
-                     None if mask is None else mask[tr], lam_t)
+    def evaluate(walk: Walker, xe, ye, maskt, lo, size, base):
+        def record(i, w):
+            if steps is None or i == steps:
+                # λ re-chosen with the candidate's weights, as the user's model will be
+                right = (walk.correct(w, xe, ye, "auto" if lam == "auto" else walk.lam) if FAST
+                         else ridge_correct(walk.x, walk.y, w, xe, ye, k, "auto" if lam == "auto" else walk.lam))
+                wins.setdefault((lo, size, i), []).append(
+                    (int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel())))
+        gradient_steps(walk.x, walk.y, walk.start, walk.lam, k, {"loss": lo, "steps": max_steps, "step_size": size},
+                       xv=xv, yv=yv, lw=walk.lw, mask=maskt, each_step=record, final_loss=False, method=method,
+                       derive=walk.derive if FAST else None)
+
+    parts = [(slice(None), None)] if xv is not None else list(_splits(x.shape[0], folds, seed, x.device))
+    jobs = [(p, c) for p in range(len(parts)) for c in cands]
+    current = None
+    for p, (lo, size) in progress_bar(jobs, len(jobs), progress, "reweight check"):
+        if p != current:  # a new fold: its λ, its starting fit and the uniform-weights baseline
+            current, (tr, held) = p, parts[p]
+            xt, yt, at = x[tr], y[tr], a[tr]
+            xe, ye = (xv, yv) if held is None else (x[held], y[held])
+            lwt, maskt = (None if lw is None else lw[tr]), (None if mask is None else mask[tr])
+            walk = walker(xt, yt, at, lwt, lam_model)
+            if lam == "auto" and held is not None:  # λ chosen on the training part, as the user's model would
+                walk.lam = walk.fit(at).loo_lambda() if FAST else select_lambda(xt, yt, at, num_classes=k).lam
+            base = walk.correct(at, xe, ye, walk.lam) if FAST else ridge_correct(xt, yt, at, xe, ye, k, walk.lam)
+        evaluate(walk, xe, ye, maskt, lo, size, base)
 
     evidence = [_summary(key, w) for key, w in wins.items()]
     evidence.sort(key=lambda r: -r["gain_mean"])
     best = evidence[0]
     where = "on the validation set" if xv is not None else f"over {folds} held-out folds"
+    whole = walker(x, y, a, lw, lam_model)
+    derive = whole.derive if FAST else None
     if best["gain_mean"] > 0 and best["gain_mean"] > Z * best["gain_se"]:
         recipe = {"loss": best["loss"], "steps": best["steps"], "step_size": best["step_size"]}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress,
-                                   method=method)
-        new_lam = select_lambda(x, y, w, num_classes=k).lam if lam == "auto" else lam_model
+                                   method=method, derive=derive)
+        new_lam = (whole.fit(w).loo_lambda() if FAST else select_lambda(x, y, w, num_classes=k).lam) \
+            if lam == "auto" else lam_model
         note = (f"applied {recipe['loss']}, {recipe['steps']} step(s) of size {recipe['step_size']:g}: "
                 f"{best['gain_mean']:+.2f} ± {best['gain_se']:.2f} accuracy points {where} (right on {best['better']} "
                 f"held-out samples uniform weights got wrong, wrong on {best['worse']} they got right)")
         return ReweightResult(C.cpu(w), losses, new_lam, dict(recipe, lam=lam_model), evidence, note)
-    d = C.derivative(x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw,
-                     method=method)
+    d = whole.derive(a, loss or "ce") if FAST else C.derivative(
+        x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw, method=method)
     note = (f"kept the starting weights: no recipe beat them by {Z:g} standard errors {where} (best: "
             f"{best['loss']}, {best['steps']} step(s) of size {best['step_size']:g}, {best['gain_mean']:+.2f} ± "
             f"{best['gain_se']:.2f} points)")
