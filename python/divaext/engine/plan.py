@@ -13,6 +13,7 @@ from typing import NamedTuple, Tuple
 
 import torch
 
+from . import accuracy
 from . import validate as V
 from .. import distributed as D
 from .ops import ops
@@ -114,21 +115,24 @@ def smallest_denominator(rows: Rows, a: torch.Tensor, h: torch.Tensor) -> float:
     return -float(D.allreduce_max((-local).reshape(1).to(D.flag_device(rows.group)), rows.group)[0])
 
 
-def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w) -> Tuple[Derivative, float, torch.Tensor]:
-    """(mean LOO loss (float64 0-d) and ∂loss/∂a [n], smallest 1 − a·h, Gram matrix M [d,d]):
-    pass 1, passes 2 + A fused, pass B."""
+def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w) -> Tuple[Derivative, float]:
+    """(mean LOO loss (float64 0-d) and ∂loss/∂a [n], the gradient's estimated relative error
+    (engine/accuracy.py)): pass 1, passes 2 + A fused, pass B."""
     fac = factor(rows, y, a, lam)
     # The loss is known, so its gradient is formed row by row in the pass that forms f.
     f, h, ge, loss_sum, Ct, Pt = rows.run("loo_grad", (y, a, w), fac.t, fac.v, kind, V.min_denominator(rows.dtype))
     total = _mean_weight(rows, w, "loss_weights")
     inv = 1.0 / total  # everything downstream is linear in g: normalise the mean once, after the sums
     grad = rows.run("vjp_rows", (y, a, f, h, ge.mul_(inv.to(ge.dtype))), *_pass_b_operands(fac, Ct * inv, Pt * inv))
-    return Derivative(loss_sum / total, grad), smallest_denominator(rows, a, h), fac.M
+    error = accuracy.primal_error(smallest_denominator(rows, a, h), accuracy.loo_cancellation(rows, y, a, f, h, fac, lam),
+                                  rows.dtype)
+    return Derivative(loss_sum / total, grad), error
 
 
-def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> Derivative:
-    """Validation loss (float64 0-d) of the ridge model on (xv [m,d], yv [m,k]) and ∂loss/∂a [n]
-    (paper Prop. 2): ∂L/∂a_j = (x_jᵀ P)·(y_j − x_jᵀ W) with W = S B, P = S X_vᵀ G_v / Σ w_v."""
+def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> Tuple[Derivative, float]:
+    """(validation loss (float64 0-d) of the ridge model on (xv [m,d], yv [m,k]) and ∂loss/∂a [n]
+    (paper Prop. 2), the gradient's estimated relative error): ∂L/∂a_j = (x_jᵀ P)·(y_j − x_jᵀ W)
+    with W = S B, P = S X_vᵀ G_v / Σ w_v."""
     fac = factor(rows, y, a, lam)
     W = fac.t @ fac.v  # [d,k] float64
     loss_sum, gv = ops.loss_grad(xv @ W.to(xv.dtype), yv, wv, kind)
@@ -136,7 +140,8 @@ def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> De
     XvG = rows.allreduce(xv.T.to(torch.float64) @ gv.to(torch.float64))  # [d,k]
     P = fac.t @ (fac.t.T @ XvG) / total
     loss = rows.allreduce(loss_sum.reshape(1))[0] / total
-    return Derivative(loss, rows.run("val_rows", (y,), W.contiguous(), P.contiguous()))
+    grad = rows.run("val_rows", (y,), W.contiguous(), P.contiguous())
+    return Derivative(loss, grad), accuracy.primal_error(1.0, accuracy.val_cancellation(rows, y, W, P), rows.dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,9 +192,9 @@ class LooPredictions(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, rows: Rows, y, lam: float, name: str, judge):
-        """``judge(min_D)`` raises if a gradient with that smallest 1 − a·h has lost its digits."""
+        """``judge(error)`` raises if a gradient of that estimated relative error has lost its digits."""
         fac, f, h = loo_forward(rows, y, a, lam)
-        ctx.rows, ctx.fac, ctx.y, ctx.name, ctx.judge = rows, fac, y, name, judge
+        ctx.rows, ctx.fac, ctx.y, ctx.name, ctx.judge, ctx.lam = rows, fac, y, name, judge, lam
         ctx.save_for_backward(a, f, h)
         ctx.mark_non_differentiable(h)
         return f, h
@@ -201,5 +206,7 @@ class LooPredictions(torch.autograd.Function):
             return None, None, None, None, None, None
         a, f, h = ctx.saved_tensors
         D.await_ranks(ctx.rows.group, f"the backward pass of {ctx.name}")
-        ctx.judge(smallest_denominator(ctx.rows, a, h))
+        ctx.judge(accuracy.primal_error(smallest_denominator(ctx.rows, a, h),
+                                        accuracy.loo_cancellation(ctx.rows, ctx.y, a, f, h, ctx.fac, ctx.lam),
+                                        ctx.rows.dtype))
         return loo_vjp(ctx.rows, ctx.y, a, ctx.fac, f, h, gf.contiguous()), None, None, None, None, None
