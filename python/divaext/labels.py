@@ -104,8 +104,9 @@ def encode_label_sets(label_sets, names) -> Tuple[list, Optional[np.ndarray]]:
         if kd != labelled[0][0]:
             raise TypeError(f"divaext: {labelled[0][1]} are {labelled[0][0]} but {nm} are {kd}; the label sets of "
                             "one call must be of one kind (convert one of them)")
-    if not any(_needs_classes(v) for v, _ in present):
-        return [None if s is None else encode_labels(s, name=nm)[0] for s, nm in zip(label_sets, names)], None
+    if not any(_needs_classes(v) for v, _ in present):  # tensors pass through as they are
+        return [s if s is None or isinstance(s, torch.Tensor) else encode_labels(s, name=nm)[0]
+                for s, nm in zip(label_sets, names)], None
     first = present[0][0]
     if _is_indices(first):
         top = max((int(v[v >= 0].max()) for v, _ in present if v.ndim == 1 and (v >= 0).any()), default=-1)
@@ -122,7 +123,8 @@ def encode_label_sets(label_sets, names) -> Tuple[list, Optional[np.ndarray]]:
 def _values(labels, name: str) -> np.ndarray:
     """labels as a NumPy array; object arrays tidied (missing labels refused)."""
     if isinstance(labels, torch.Tensor):
-        values = labels.detach().cpu().numpy()
+        t = labels.detach().cpu()
+        values = (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # NumPy has no bfloat16
     elif V._is_pandas(labels):
         values = labels.to_numpy()
     else:

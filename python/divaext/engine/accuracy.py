@@ -62,8 +62,16 @@ def _max_over_ranks(rows, values) -> torch.Tensor:
     return t if rows.group is None else D.allreduce_max(t.to(D.flag_device(rows.group)), rows.group).cpu()
 
 
+def _amax(t: torch.Tensor) -> float:
+    """max |t|, inf if it holds NaN (an overflow: 0·inf), so that Python's max keeps it."""
+    value = float(t.abs().max())
+    return math.inf if value != value else value
+
+
 def _kappa(y_max: float, x_max: float, W: torch.Tensor, r_max: float) -> float:
     scale = y_max + x_max * float(torch.linalg.vector_norm(W, dim=0).max()) if W.numel() else y_max
+    if not (math.isfinite(scale) and math.isfinite(r_max)):
+        return 0.0  # overflow in the features' dtype: the result's finiteness check names it
     if r_max == 0.0:
         return 0.0 if scale == 0.0 else math.inf
     return scale / r_max
@@ -78,7 +86,8 @@ def loo_cancellation(rows, y, a, f, h, fac, lam: float) -> float:
     else:
         local = [0.0, 0.0, 0.0]
     y_max, h_max, r_max = _max_over_ranks(rows, local).tolist()
-    mu_max = float(torch.linalg.eigvalsh(fac.M)[-1]) if fac.M.numel() else 0.0
+    # μ_max by power iteration: O(d²) per step, not the O(d³) of an eigendecomposition
+    mu_max = dual.top_eigenvalue(lambda v: fac.M @ v, fac.M) if fac.M.numel() else 0.0
     return _kappa(y_max, math.sqrt(max(h_max, 0.0) * (max(mu_max, 0.0) + lam)), fac.t @ fac.v, r_max)
 
 
@@ -96,9 +105,9 @@ def val_cancellation(rows, y, W: torch.Tensor, P: torch.Tensor) -> float:
                     continue
                 yb = y[s:s + xb.shape[0]]
                 r = yb - xb @ W.to(xb.dtype)
-                y_max, r_max = max(y_max, float(yb.abs().max())), max(r_max, float(r.abs().max()))
-                x_max = max(x_max, float(torch.linalg.vector_norm(xb, dim=1).max()))
-                xp_max = max(xp_max, float((xb @ P.to(xb.dtype)).abs().max()))
+                y_max, r_max = max(y_max, _amax(yb)), max(r_max, _amax(r))
+                x_max = max(x_max, _amax(torch.linalg.vector_norm(xb, dim=1)))
+                xp_max = max(xp_max, _amax(xb @ P.to(xb.dtype)))
         finally:  # stops a stream's reader thread, on errors too
             getattr(blocks, "close", lambda: None)()
         return [y_max, x_max, r_max, xp_max]
