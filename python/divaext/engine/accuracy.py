@@ -79,7 +79,8 @@ def _kappa(y_max: float, x_max: float, W: torch.Tensor, r_max: float) -> float:
 
 def loo_cancellation(rows, y, a, f, h, fac, lam: float) -> float:
     """κ of the LOO gradient from the first passes' outputs: r = D·(y − f); ‖x_i‖ is bounded by
-    √(h_i·(μ_max + λ)) (h_i = x_iᵀ(M + λI)⁻¹x_i), so no pass over X is needed."""
+    √(h_i·(μ_max + λ)) (h_i = x_iᵀ(M + λI)⁻¹x_i) without a pass over X. That bound is loose by
+    up to √cond(M); only where it would refuse are the row norms read (one more pass)."""
     if h.numel():
         r = (1 - a.double() * h.double())[:, None] * (y.double() - f.double())
         local = [float(y.abs().max()), float(h.double().max()), float(r.abs().max())]
@@ -88,7 +89,24 @@ def loo_cancellation(rows, y, a, f, h, fac, lam: float) -> float:
     y_max, h_max, r_max = _max_over_ranks(rows, local).tolist()
     # μ_max by power iteration: O(d²) per step, not the O(d³) of an eigendecomposition
     mu_max = dual.top_eigenvalue(lambda v: fac.M @ v, fac.M) if fac.M.numel() else 0.0
-    return _kappa(y_max, math.sqrt(max(h_max, 0.0) * (max(mu_max, 0.0) + lam)), fac.t @ fac.v, r_max)
+    W = fac.t @ fac.v
+    kappa = _kappa(y_max, math.sqrt(max(h_max, 0.0) * (max(mu_max, 0.0) + lam)), W, r_max)
+    if RESIDUAL_FACTOR * torch.finfo(rows.dtype).eps * kappa <= TOLERANCE[rows.dtype] / 2:
+        return kappa
+    return _kappa(y_max, float(_max_over_ranks(rows, [rows.agree(_max_row_norm, rows)])[0]), W, r_max)
+
+
+def _max_row_norm(rows) -> float:
+    """max ‖x_i‖ over this process's rows (one read of them)."""
+    out = 0.0
+    blocks = iter(rows.blocks)
+    try:
+        for _, xb in blocks:
+            if xb.shape[0]:
+                out = max(out, _amax(torch.linalg.vector_norm(xb, dim=1)))
+    finally:  # stops a stream's reader thread, on errors too
+        getattr(blocks, "close", lambda: None)()
+    return out
 
 
 def val_cancellation(rows, y, W: torch.Tensor, P: torch.Tensor) -> float:
