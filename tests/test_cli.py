@@ -551,3 +551,49 @@ def test_reweight_auto_reports_its_decision(data, capsys):
     assert meta["note"].startswith(("applied", "kept the starting weights")) and meta["note"] in out
     assert len(meta["evidence"]) == 12 and {"gain_mean", "gain_se", "better", "worse"} <= set(meta["evidence"][0])
     assert meta["lam_refit"] > 0 and meta["options"]["select"] == "auto"
+
+
+# ---------------------------------------------------------------------------------------
+# issue 21, 8: tables read as written, outputs that would overwrite an input
+
+
+@pytest.mark.parametrize("which", ["labels", "true labels"])
+def test_output_naming_an_input_is_refused_and_the_input_kept(data, capsys, which):
+    d, *_ = data
+    (d / "l.csv").write_text("label\n" + "\n".join(str(v) for v in np.load(d / "y.npy")) + "\n")
+    (d / "t.csv").write_text("label\n" + "\n".join(str(v) for v in np.load(d / "y_true.npy")) + "\n")
+    before = {name: (d / name).read_bytes() for name in ("l.csv", "t.csv")}
+    out = {"labels": d / "l.csv", "true labels": d / "sub" / ".." / "t.csv"}[which]  # the same file, spelt otherwise
+    (d / "sub").mkdir()
+    code, _, err = _run(["detect", d / "x.npy", d / "l.csv", "--true-labels", d / "t.csv", "--lam", "1", "-o", out],
+                        capsys)
+    assert code == 1 and f"is the {which} file" in err and "would overwrite an input" in err, err
+    assert all((d / name).read_bytes() == data for name, data in before.items())
+
+
+def test_a_row_with_an_extra_field_is_refused(tmp_path):
+    (tmp_path / "l.csv").write_text("id,label\n1,a\n2,b,extra\n3,c\n")
+    with pytest.raises(dio.InputError, match=r"a row has more fields than the first row .*line 3"):
+        dio.load_labels(tmp_path / "l.csv", column="label")
+    (tmp_path / "m.csv").write_text("id,label\n1,a,x\n2,b,y\n")  # every row: pandas took id as the index
+    with pytest.raises(dio.InputError, match="a row has more fields than the first row"):
+        dio.load_labels(tmp_path / "m.csv", column="label")
+
+
+def test_ids_are_kept_as_written_and_spaces_are_stripped_alike(tmp_path):
+    (tmp_path / "l.csv").write_text("id,label\n00042,cat\n1e3,dog \n  7,  cat\n")
+    lab = dio.load_labels(tmp_path / "l.csv", column="label", id_column="id")
+    assert lab.ids.tolist() == ["00042", "1e3", "7"]
+    assert lab.values.tolist() == ["cat", "dog", "cat"]  # " dog" and "dog " are one class, as "cat"
+    (tmp_path / "n.csv").write_text("label\n 1\n2 \n0\n")
+    assert dio.load_labels(tmp_path / "n.csv").values.tolist() == [1, 2, 0]
+
+
+def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("pandas")
+    (tmp_path / "l.parquet").write_bytes(b"PAR1")
+    np.save(tmp_path / "x.npy", np.zeros((1, 2), np.float32))
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if pyarrow were not installed
+    code, _, err = _run(["detect", tmp_path / "x.npy", tmp_path / "l.parquet", "-o", tmp_path / "s.csv"], capsys)
+    assert code == 1 and "needs pyarrow: pip install 'divaext[parquet]'" in err, err
+    assert "fastparquet" not in err

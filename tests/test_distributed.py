@@ -144,6 +144,14 @@ def _scenarios(rank, npy_path):
     run("differ_stream_val_weights", lambda: streaming.val_derivative(
         x[s:e], y[s:e], a[s:e], xv[vs:ve], yv[vs:ve], val_loss_weights=[None, torch.ones(ve - vs, dtype=x.dtype)][rank],
         group="default"))
+    # A workflow's own settings differ by rank (issue 21, 6): refused on every rank before any
+    # collective; eps on one rank and top_k on the other hung both ranks.
+    run("differ_top_k", lambda: divaext.detect(x[s:e], y[s:e], lam=0.7, top_k=[5, 40][rank], group="default"))
+    run("differ_rule", lambda: divaext.detect(x[s:e], y[s:e], lam=0.7, group="default",
+                                              **[{"eps": 0.0}, {"top_k": 5}][rank]))
+    run("differ_steps", lambda: divaext.reweight(x[s:e], y[s:e], select=None, lam=0.7, steps=[1, 3][rank],
+                                                 group="default"))
+    run("differ_probs_lam", lambda: divaext.loo_pred_probs(x[s:e], y[s:e], lam=[0.7, 0.5][rank], group="default"))
     # num_classes=None: each rank counts the classes of its own training and validation labels
     # (4 on rank 0, 5 on rank 1): a per-rank count, not a setting the ranks disagree on.
     yv_k = yv % (K - 1) if rank == 0 else yv
@@ -336,6 +344,10 @@ def test_in_memory_streamed_and_sharded_paths_agree(ranks, tmp_path):
     ("differ_loss_weights", r"ValueError: divaext: the ranks passed different loss_weights \(rank 0: True, "
                             r"rank 1: False\)"),
     ("differ_stream_loss", r"ValueError: divaext: the ranks passed different loss \(rank 0: 'ce', rank 1: 'mse'\)"),
+    ("differ_top_k", r"ValueError: divaext: the ranks passed different top_k \(rank 0: 5, rank 1: 40\)"),
+    ("differ_rule", r"ValueError: divaext: the ranks passed different eps \(rank 0: 0.0, rank 1: None\)"),
+    ("differ_steps", r"ValueError: divaext: the ranks passed different steps \(rank 0: 1, rank 1: 3\)"),
+    ("differ_probs_lam", r"ValueError: divaext: the ranks passed different lam \(rank 0: 0.7, rank 1: 0.5\)"),
     ("differ_stream_val_weights", r"ValueError: divaext: the ranks passed different val_loss_weights \(rank 0: False, "
                                   r"rank 1: True\)"),
 ])

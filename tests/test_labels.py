@@ -59,7 +59,9 @@ def test_classes_agree_across_calls():
     (["a", None, "b"], r"missing label \(None\) at sample 1"),
     (pd.Series(["a", "b", np.nan]), r"missing label \(nan\) at sample 2"),
     ([0.0, 1.0, float("nan")], r"missing or non-finite label \(nan\) at sample 2"),
-    (["a", ""], "empty label at sample 1"),
+    (["a", ""], "empty or whitespace-only label at sample 1"),
+    (np.array(["a", "b", "  "]), "empty or whitespace-only label at sample 2"),  # issue 21, 4: not a class
+    (["a", "\t"], "empty or whitespace-only label at sample 1"),
     (pd.Series([1, None, 2], dtype="Int64"), "at sample 1"),
     ([[0], [1]], r"must be 1-D class labels \(n,\), got shape \(2, 1\)"),
 ])
@@ -104,3 +106,56 @@ def test_as_tensor_nullable_and_errors():
     with pytest.raises(ValueError, match="labels contain NaN"):  # NaN from pandas is caught downstream
         divaext.loo_predictions(torch.randn(2, 2), pd.DataFrame([[0.0, 1.0], [np.nan, 0.0]]).astype("float32"),
                                 None, lam=1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# issue 21, 4: one encoding over every label set of a call
+
+
+def test_label_sets_share_one_encoding_and_indices_keep_their_index():
+    from divaext.labels import encode_label_sets
+
+    (train, val), classes = encode_label_sets([[0, 1, 2, 1], [2, -1, 0]], ["labels", "val_labels"])
+    assert train.tolist() == [0, 1, 2, 1] and val.tolist() == [2, 3, 0]  # −1: a new class after 0..2
+    assert classes.tolist() == [0, 1, 2, -1]
+    (train, val), classes = encode_label_sets([[0, 1], [1, 0]], ["labels", "val_labels"])
+    assert classes is None and train.tolist() == [0, 1]  # class indices pass through
+    (train, pool), classes = encode_label_sets([["b", "a"], ["c", "a"]], ["core_labels", "pool_labels"])
+    assert classes.tolist() == ["a", "b", "c"] and pool.tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("train, other, match", [
+    ([0, 1, 2], ["a", "b"], "labels are numbers but val_labels are strings"),
+    (["a", "b"], [0, 1], "labels are strings but val_labels are numbers"),
+    ([True, False], [0, 1], "labels are booleans but val_labels are numbers"),
+])
+def test_label_sets_of_different_kinds_are_refused(train, other, match):
+    from divaext.labels import encode_label_sets
+
+    with pytest.raises(TypeError, match=match):
+        encode_label_sets([train, other], ["labels", "val_labels"])
+
+
+def test_workflows_encode_training_and_other_label_sets_together():
+    """A −1 ("unlabeled", or a class the training set lacks) in the validation or pool labels
+    shifted every label of that set by one class: detect, reweight and extend computed on
+    wrong classes. Now it is one more class in both sets, as if coded by hand."""
+    from wf_data import blobs
+
+    data = blobs(90, k=3, seed=3)
+    x, y = data.x, data.y
+    val = y[60:].clone()
+    val[:5] = -1
+    by_hand = val.clone()
+    by_hand[:5] = 3
+    got = divaext.detect(x[:60], y[:60], lam=1.0, val_features=x[60:], val_labels=val.tolist())
+    want = divaext.detect(x[:60], y[:60], lam=1.0, val_features=x[60:], val_labels=by_hand)
+    torch.testing.assert_close(got.scores, want.scores)
+    assert list(got.classes) == [0, 1, 2, -1]
+    rw = divaext.reweight(x[:60], y[:60], lam=1.0, select=None, val_features=x[60:], val_labels=val.numpy())
+    torch.testing.assert_close(rw.weights, divaext.reweight(x[:60], y[:60], lam=1.0, select=None,
+                                                            val_features=x[60:], val_labels=by_hand).weights)
+    ext = divaext.extend(x[:60], y[:60], x[60:], val.numpy(), lam=1.0, budget=10)
+    assert torch.equal(ext.order, divaext.extend(x[:60], y[:60], x[60:], by_hand, lam=1.0, budget=10).order)
+    with pytest.raises(TypeError, match="core_labels are numbers but pool_labels are strings"):
+        divaext.extend(x[:60], y[:60], x[60:], ["a"] * 30, lam=1.0)

@@ -105,3 +105,101 @@ def test_buffers_are_used_and_the_model_stays_put():
     names = [k for k, _ in model.named_parameters()]
     J = _jacobian(model, x, names, lambda out: out.sum(1) / math.sqrt(2))
     torch.testing.assert_close(empirical_ntk(model, x, chunk_size=2, device="cpu", progress=False), J @ J.T)
+
+
+# ---------------------------------------------------------------------------------------
+# issue 21, 7: the model is left exactly as it was; modes, tuples, dtypes and devices named
+
+
+def _state(model):
+    """Every parameter and buffer object and value, and every training flag, by module."""
+    return [(id(p), type(p), p.detach().clone()) for m in model.modules(remove_duplicate=False)
+            for p in [*m._parameters.values(), *m._buffers.values()]] + \
+        [m.training for m in model.modules(remove_duplicate=False)]
+
+
+def _same(before, after):
+    assert len(before) == len(after)
+    for b, a in zip(before, after):
+        if isinstance(b, bool):
+            assert b == a
+        else:
+            assert b[0] == a[0] and b[1] is a[1] and torch.equal(b[2], a[2])
+
+
+class _Shared(torch.nn.Module):
+    """One Linear registered under two names."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(4, 3).double()
+        self.b = self.a
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+def test_a_submodule_under_two_names_keeps_its_parameters():
+    model, x = _Shared(), torch.randn(5, 4, dtype=torch.float64)
+    before = _state(model)
+    K = empirical_ntk(model, x, progress=False)
+    _same(before, _state(model))
+    assert isinstance(model.b.weight, torch.nn.Parameter) and model(x).requires_grad
+    J = _jacobian(model, x, [k for k, _ in model.named_parameters()], lambda out: out.sum(1) / math.sqrt(3))
+    torch.testing.assert_close(K, J @ J.T)
+
+
+@pytest.mark.parametrize("layer", [torch.nn.BatchNorm1d(6), torch.nn.Dropout(0.5)], ids=["batchnorm", "dropout"])
+def test_train_mode_layers_are_refused_and_the_model_untouched(layer):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), layer, torch.nn.Linear(6, 2)).double().train()
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"empirical_ntk: 1 in training mode \(batch norm or dropout\).*model.eval\(\)"):
+        empirical_ntk(model, torch.randn(5, 4, dtype=torch.float64), progress=False)
+    _same(before, _state(model))
+    model.eval()
+    empirical_ntk(model, torch.randn(5, 4, dtype=torch.float64), progress=False)  # eval mode: fine
+    _same([*before[:-len(list(model.modules()))], *[False] * len(list(model.modules()))], _state(model))
+
+
+class _Tuple(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3).double()
+
+    def forward(self, x):
+        return self.lin(x), x.sum(1)
+
+
+def test_tuple_outputs_need_a_callable_and_work_with_one():
+    model, x = _Tuple(), torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="the model returns a tuple, not a tensor; pass output=a callable"):
+        empirical_ntk(model, x, progress=False)
+    K = empirical_ntk(model, x, output=lambda out: out[0].sum(1), progress=False)
+    J = _jacobian(model.lin, x, ["weight", "bias"], lambda out: out.sum(1))
+    torch.testing.assert_close(K, J @ J.T)
+
+
+def test_dtype_mismatch_and_meta_device_are_named():
+    model = _mlp()  # float64
+    with pytest.raises(TypeError, match=r"inputs are torch.float32 but the model's parameters are torch.float64"):
+        empirical_ntk(model, torch.randn(3, 4), progress=False)
+    with pytest.raises(ValueError, match=r"device must be a CPU or CUDA device, got meta"):
+        empirical_ntk(model, torch.randn(3, 4, dtype=torch.float64), device="meta", progress=False)
+
+
+def test_a_failing_forward_leaves_the_model_as_it_was():
+    class Fails(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3).double()
+            self.register_buffer("calls", torch.zeros(1, dtype=torch.float64))
+
+        def forward(self, x):
+            self.calls += 1  # writes a buffer (torch.func then refuses the in-place write)
+            return self.lin(x)
+
+    model = Fails()
+    before = _state(model)
+    with pytest.raises(RuntimeError):
+        empirical_ntk(model, torch.randn(3, 4, dtype=torch.float64), progress=False)
+    _same(before, _state(model))

@@ -274,3 +274,28 @@ def test_truncated_file(tmp_path, data):
         f.truncate(path.stat().st_size - 8 * DIM * 3)
     with pytest.raises(ValueError, match="ends before row"):
         S.loo_derivative(src, y)
+
+
+@pytest.mark.parametrize("method", ["primal", "auto"])
+def test_streams_take_method_primal_or_auto(data, npy, method):
+    """issue 21, 3: method= on every streamed function (it was a TypeError); the stream is the
+    primal form whichever of the two is asked."""
+    x, y, a, w, xv, yv = data
+    want = divaext.loo_derivative(x, y, a, lam=LAM, method="primal")
+    got = S.loo_derivative(npy, y, a, lam=LAM, method=method, block_rows=BLOCK)
+    torch.testing.assert_close(got.grad, want.grad, rtol=1e-10, atol=1e-14)
+    want_v = divaext.val_derivative(x, y, a, xv, yv, lam=LAM, method="primal")
+    got_v = S.val_derivative(npy, y, a, xv, yv, lam=LAM, method=method, block_rows=BLOCK)
+    torch.testing.assert_close(got_v.grad, want_v.grad, rtol=1e-10, atol=1e-14)
+    f = S.loo_predictions(npy, y, a, lam=LAM, method=method, block_rows=BLOCK)
+    torch.testing.assert_close(f, divaext.loo_predictions(x, y, a, lam=LAM, method="primal"))
+
+
+@pytest.mark.parametrize("fn", ["loo_derivative", "loo_predictions", "val_derivative"])
+def test_streams_refuse_method_dual_by_name(data, npy, fn):
+    x, y, a, w, xv, yv = data
+    extra = (xv, yv) if fn == "val_derivative" else ()
+    with pytest.raises(ValueError, match="method='dual' is not possible here: features streamed from a source"):
+        getattr(S, fn)(npy, y, a, *extra, method="dual")
+    with pytest.raises(ValueError, match="method must be one of"):
+        getattr(S, fn)(npy, y, a, *extra, method="kernel")

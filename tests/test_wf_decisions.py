@@ -287,3 +287,21 @@ def test_reweight_auto_on_tiny_data_never_fails(seed):
     y = torch.randint(0, 2, (6,), generator=g)
     res = reweight(x, y)
     assert res.weights.shape == (6,) and bool(torch.isfinite(res.weights).all()) and res.note
+
+
+def test_to_dataframe_checks_the_length_of_ids_and_classes():
+    """issue 21, 5: ids of core + pool (every id shifted) and too few ids or class names were
+    taken, or failed with a bare IndexError; each now names the problem."""
+    pytest.importorskip("pandas")
+    data = blobs(60, flip=0.2, seed=7)
+    ext = divaext.extend(data.x[:30], data.y[:30], data.x[30:], data.y[30:], budget=5)
+    assert ext.pool_size == 30
+    with pytest.raises(ValueError, match=r"ids has 60 entries, expected one per pool row \(30\)"):
+        ext.to_dataframe(ids=range(60))
+    with pytest.raises(ValueError, match=r"ids has 2 entries, expected one per pool row \(30\)"):
+        ext.to_dataframe(ids=range(2))
+    assert list(ext.to_dataframe(ids=range(100, 130))["id"]) == [100 + int(i) for i in ext.order]
+    res = detect(data.x, data.y)
+    k = int(res.predicted_label.max()) + 1
+    with pytest.raises(ValueError, match=f"classes has {k - 1} names but the predicted labels go up to class index"):
+        res.to_dataframe(classes=["x"] * (k - 1))

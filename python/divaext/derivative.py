@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 from . import distributed as D
-from .engine import compiled as C
-from .engine import dual
+from .engine import accuracy, compiled as C, dual
 from .engine import inputs as I
 from .engine import method as M
 from .engine import plan as P
@@ -118,14 +117,17 @@ def loo_predictions_of(features: I.Features, name: str, labels, weights, lam, nu
                        method="auto"):
     call = I.prepare(features, labels, weights, lam=lam, num_classes=num_classes, block_rows=block_rows, group=group,
                      method=M.check_method(method))
-    if M.choose(method, call.rows, features.stream) == "dual":
-        f = dual.dual_loo_predictions(M.kernel_of(call.rows.tensor()), call.dense_y(), call.weights, call.lam)
+    form = M.choose(method, call.rows, features.stream)
+
+    def judge(estimate: accuracy.Estimate) -> None:  # before the backward pass returns a gradient
+        if estimate.error > accuracy.TOLERANCE[call.rows.dtype]:
+            raise ValueError(M.refusal([(form, estimate)], call.rows, features.stream, call.lam))
+
+    if form == "dual":
+        f = dual.dual_loo_predictions(M.kernel_of(call.rows.tensor()), call.dense_y(), call.weights, call.lam,
+                                      lambda error: judge(accuracy.dual_error(error)))
         P.check_finite(f.detach(), "LOO predictions", call.lam)
         return f
-
-    def judge(min_D: float) -> None:  # before the backward pass returns a gradient
-        M.refuse_primal_gradient(M.primal_error(min_D, call.rows.dtype), min_D, call.rows, features.stream, call.lam)
-
     f, _ = P.LooPredictions.apply(call.weights, call.rows, call.y, call.k, call.lam, name, judge)
     return f
 
@@ -136,20 +138,17 @@ def loo_derivative_of(features: I.Features, name: str, labels, weights, lam, los
                      extra=I.loss_weights_check(loss, loss_weights), loss=loss,
                      loss_weights=loss_weights is not None, method=M.check_method(method))
     kind, w = call.extra
-    form = M.choose(method, call.rows, features.stream)
-    if form == "primal":
-        try:
-            out, min_D, gram = P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w, call.k)
-        except ValueError as e:  # a LOO prediction undefined in the primal may be fine in the dual
-            if not M.dual_rescues(e, method, call.rows, features.stream):
-                raise
-            form = "dual"
-        else:
-            redirect = M.redirect_to_dual(method, call.rows, features.stream, min_D, call.lam, gram, call.a)
-            form = "dual" if redirect else "primal"
-    if form == "dual":
-        out = P.Derivative(*dual.dual_loo_derivative(M.kernel_of(call.rows.tensor()), call.dense_y(), call.a,
-                                                      call.lam, kind, w))
+
+    def primal():
+        return P.loo_loss_and_grad(call.rows, call.y, call.a, call.lam, kind, w, call.k)
+
+    def dual_form():
+        K = M.kernel_of(call.rows.tensor())
+        loss_value, grad, error = dual.dual_loo_derivative(K, call.dense_y(), call.a, call.lam, kind, w,
+                                                           with_error=True)
+        return P.Derivative(loss_value, grad), accuracy.dual_error(error)
+
+    out = M.compute(method, call.rows, features.stream, call.lam, {"primal": primal, "dual": dual_form})
     return P.checked_derivative(call.rows, call.weights, out, call.lam, name)
 
 
@@ -161,10 +160,15 @@ def val_derivative_of(features: I.Features, name: str, labels, weights, val_feat
                      loss=loss, val_loss_weights=val_loss_weights is not None, method=M.check_method(method))
     xv, yv, kind, wv = call.extra
     yv = D.widen(yv, call.k)
-    if M.choose(method, call.rows, features.stream) == "dual":
+
+    def primal():
+        return P.val_loss_and_grad(call.rows, call.y, call.a, call.lam, xv, yv, kind, wv)
+
+    def dual_form():
         x = call.rows.tensor()
-        out = P.Derivative(*dual.dual_val_derivative(M.kernel_of(x), M.kernel_of(x, xv), call.dense_y(), call.a,
-                                                     call.lam, yv, kind, wv))
-    else:
-        out = P.val_loss_and_grad(call.rows, call.y, call.a, call.lam, xv, yv, kind, wv)
+        loss_value, grad, error = dual.dual_val_derivative(M.kernel_of(x), M.kernel_of(x, xv), call.dense_y(), call.a,
+                                                           call.lam, yv, kind, wv, with_error=True)
+        return P.Derivative(loss_value, grad), accuracy.dual_error(error)
+
+    out = M.compute(method, call.rows, features.stream, call.lam, {"primal": primal, "dual": dual_form})
     return P.checked_derivative(call.rows, call.weights, out, call.lam, name)

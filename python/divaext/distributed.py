@@ -164,11 +164,13 @@ def spec_of(x, k: int, classes: bool, **settings) -> ShardSpec:
                      bool(classes), int(k), tuple(sorted(settings.items())))
 
 
-def _check_settings(specs: List[ShardSpec]) -> None:
-    """Every rank passed the same scalar settings; else name the setting and the ranks."""
-    for i, (name, value) in enumerate(specs[0].settings):
-        values = [dict(s.settings).get(name) for s in specs]
-        if any(v != value for v in values):
+def _check_settings(per_rank_settings: List[Tuple]) -> None:
+    """Every rank passed the same scalar settings ((name, value) pairs); else name the setting
+    and the ranks."""
+    names = dict.fromkeys(name for settings in per_rank_settings for name, _ in settings)
+    for name in names:
+        values = [dict(settings).get(name) for settings in per_rank_settings]
+        if any(repr(v) != repr(values[0]) for v in values):  # repr: NaN equals NaN, 1 is not True
             per_rank = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
             raise ValueError(f"divaext: the ranks passed different {name} ({per_rank}); every rank of a sharded "
                              "call must pass the same settings")
@@ -199,13 +201,34 @@ def agree_on_inputs(group, check: Callable[[], Tuple[T, ShardSpec]]) -> Tuple[T,
         if len(set(values)) > 1:
             per_rank = ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
             raise ValueError(f"divaext: the shards disagree on the {what} ({per_rank})")
-    _check_settings(specs)
+    _check_settings([s.settings for s in specs])
     if not specs[0].classes and len({s.k for s in specs}) > 1:
         per_rank = ", ".join(f"rank {r}: {s.k}" for r, s in enumerate(specs))
         raise ValueError(f"divaext: the shards' targets have different numbers of columns ({per_rank})")
     if sum(s.rows for s in specs) == 0:
         raise ValueError("divaext: every rank has 0 samples")
     return inputs, max(s.k for s in specs)
+
+
+def agree_on_settings(group, **settings) -> None:
+    """A sharded workflow's scalar settings (thresholds, counts, step sizes, which optional
+    inputs were given, …) are the same on every rank, checked before its first collective:
+    a rank that differs would get results no single-process call gives, or wait forever in a
+    collective the others never join (eps on one rank, top_k on another). One
+    ``all_gather_object``; nothing with ``group=None``. Values are compared by ``repr``, so
+    anything printable may be passed, checked or not."""
+    if group is None:
+        return
+    mine = tuple(sorted((name, _plain(v)) for name, v in settings.items()))
+    gathered: List = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, mine, group=group)
+    _check_settings(gathered)
+
+
+def _plain(value):
+    """A setting as sent to the other ranks: itself if it is a plain scalar, else its repr
+    (a callable or an odd object need not pickle)."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
 def widen(y: torch.Tensor, k: Optional[int]) -> torch.Tensor:

@@ -15,7 +15,8 @@ from typing import Optional
 import torch
 
 from .engine import validate as V
-from .engine import dual
+from .engine import accuracy, dual
+from .engine import method as M
 from .engine.inputs import joint_num_classes, no_input_grad
 from .engine.plan import Derivative, differentiable
 
@@ -122,7 +123,8 @@ def kernel_loo_predictions(K, labels, weights=None, *, lam: float = 1.0,
     y = _targets(labels, K, num_classes)
     a = _sample_weights(weights, K, "weights")
     lam = V.check_lam(lam)
-    f = dual.dual_loo_predictions(K, y, a, lam)
+    f = dual.dual_loo_predictions(K, y, a, lam, lambda error: M.judge_kernel(accuracy.dual_error(error), K.dtype, lam,
+                                                                             "kernel_loo_predictions"))
     _check_result(f.detach(), "LOO predictions", lam)
     return f
 
@@ -146,7 +148,8 @@ def kernel_loo_derivative(K, labels, weights=None, *, lam: float = 1.0, loss: st
     lam = V.check_lam(lam)
     kind = V.check_loss(loss)
     w = _loss_weights(loss_weights, K, "loss_weights")
-    value, grad = dual.dual_loo_derivative(K, y, a.detach(), lam, kind, w)
+    value, grad, error = dual.dual_loo_derivative(K, y, a.detach(), lam, kind, w, with_error=True)
+    M.judge_kernel(accuracy.dual_error(error), K.dtype, lam, "kernel_loo_derivative")
     _check_result(torch.cat([grad, value.reshape(1)]), "loss and its gradient", lam)
     return differentiable(a, value, grad, "kernel_loo_derivative")
 
@@ -191,7 +194,8 @@ def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float =
     lam = V.check_lam(lam)
     kind = V.check_loss(loss)
     wv = _loss_weights(val_loss_weights, stand_in, "val_loss_weights", rows)
-    value, grad = dual.dual_val_derivative(K, Kv, y, a.detach(), lam, yv, kind, wv)
+    value, grad, error = dual.dual_val_derivative(K, Kv, y, a.detach(), lam, yv, kind, wv, with_error=True)
+    M.judge_kernel(accuracy.dual_error(error), K.dtype, lam, "kernel_val_derivative")
     _check_result(torch.cat([grad, value.reshape(1)]), "loss and its gradient", lam)
     return differentiable(a, value, grad, "kernel_val_derivative")
 

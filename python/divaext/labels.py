@@ -19,7 +19,7 @@ import torch
 
 from .engine import validate as V
 
-__all__ = ["encode_labels", "decode_labels", "class_count"]
+__all__ = ["encode_labels", "encode_label_sets", "decode_labels", "class_count"]
 
 
 def encode_labels(labels, *, classes=None, name: str = "labels") -> Tuple[torch.Tensor, Optional[np.ndarray]]:
@@ -39,18 +39,11 @@ def encode_labels(labels, *, classes=None, name: str = "labels") -> Tuple[torch.
     A missing label (None, NaN, an empty string) is an error naming its position: it is not
     a class.
     """
-    if isinstance(labels, torch.Tensor):
-        values = labels.detach().cpu().numpy()
-    elif V._is_pandas(labels):
-        values = labels.to_numpy()
-    else:
-        values = np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
+    values = _values(labels, name)
     if values.ndim != 1:
         if values.ndim == 2 and values.dtype.kind == "f" and classes is None:
             return V.as_tensor(labels, name), None  # (n, k) float targets
         raise ValueError(f"divaext: {name} must be 1-D class labels (n,), got shape {values.shape}")
-    if values.dtype.kind == "O":
-        values = _tidy_objects(values, name)
     if values.dtype.kind == "f":
         bad = ~np.isfinite(values)
         if bad.any():
@@ -61,10 +54,11 @@ def encode_labels(labels, *, classes=None, name: str = "labels") -> Tuple[torch.
             return V.as_tensor(values if isinstance(labels, (list, tuple)) else labels, name), None
     if classes is None and values.dtype.kind in "iu" and (len(values) == 0 or values.min() >= 0):
         return V.as_tensor(values, name), None  # already class indices
-    if values.dtype.kind in "US":
-        empty = np.char.str_len(values) == 0 if values.dtype.kind == "U" else values == b""
+    if values.dtype.kind in "US":  # "" and "  " are missing labels, not a class
+        empty = np.char.str_len(np.char.strip(values)) == 0
         if empty.any():
-            raise ValueError(f"divaext: {name} contain an empty label at sample {int(np.argmax(empty))}")
+            raise ValueError(f"divaext: {name} contain an empty or whitespace-only label at sample "
+                             f"{int(np.argmax(empty))}; remove the sample or give it a class")
     known = np.asarray([] if classes is None else classes)
     try:
         new = np.setdiff1d(np.unique(values), known) if known.size else np.unique(values)
@@ -88,6 +82,77 @@ def decode_labels(codes, classes) -> np.ndarray:
         bad = c[(c < 0) | (c >= len(classes))].flat[0]
         raise ValueError(f"divaext: code {int(bad)} is out of range for {len(classes)} classes")
     return classes[c]
+
+
+def encode_label_sets(label_sets, names) -> Tuple[list, Optional[np.ndarray]]:
+    """``(codes per set, classes)``: one encoding over every label set of a call (training,
+    validation, pool), so that a label means the same class in each. ``None`` sets stay None.
+
+    When every set holds class indices (non-negative integers) or float targets, they pass
+    through as in :func:`encode_labels` (``classes`` None). Otherwise the first (training)
+    set fixes the order — its sorted distinct labels, or the class indices 0..K−1 (K over
+    every set) when it holds class indices, so that those keep their index — and a label
+    that only another set holds (a −1 "unlabeled" marker, a new name) is a new class appended
+    after them in sorted order. Sets of different kinds (numbers vs strings vs booleans) are
+    refused, naming both.
+    """
+    values = [None if s is None else _values(s, nm) for s, nm in zip(label_sets, names)]
+    present = [(v, nm) for v, nm in zip(values, names) if v is not None]
+    kinds = [(_kind(v), nm) for v, nm in present]
+    labelled = [(kd, nm) for kd, nm in kinds if kd != "targets"]
+    for kd, nm in labelled[1:]:
+        if kd != labelled[0][0]:
+            raise TypeError(f"divaext: {labelled[0][1]} are {labelled[0][0]} but {nm} are {kd}; the label sets of "
+                            "one call must be of one kind (convert one of them)")
+    if not any(_needs_classes(v) for v, _ in present):  # tensors pass through as they are
+        return [s if s is None or isinstance(s, torch.Tensor) else encode_labels(s, name=nm)[0]
+                for s, nm in zip(label_sets, names)], None
+    first = present[0][0]
+    if _is_indices(first):
+        top = max((int(v[v >= 0].max()) for v, _ in present if v.ndim == 1 and (v >= 0).any()), default=-1)
+        classes = np.arange(top + 1)
+    else:
+        classes = encode_labels(first, classes=(), name=present[0][1])[1]
+    codes = []
+    for s, nm in zip(values, names):
+        c, classes = (None, classes) if s is None else encode_labels(s, classes=classes, name=nm)
+        codes.append(c)
+    return codes, classes
+
+
+def _values(labels, name: str) -> np.ndarray:
+    """labels as a NumPy array; object arrays tidied (missing labels refused)."""
+    if isinstance(labels, torch.Tensor):
+        t = labels.detach().cpu()
+        values = (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # NumPy has no bfloat16
+    elif V._is_pandas(labels):
+        values = labels.to_numpy()
+    else:
+        values = np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
+    return _tidy_objects(values, name) if values.dtype.kind == "O" and values.ndim == 1 else values
+
+
+def _kind(values: np.ndarray) -> str:
+    if values.ndim == 2 and values.dtype.kind == "f":
+        return "targets"
+    if values.dtype.kind == "b":
+        return "booleans"
+    if values.dtype.kind in "iuf":
+        return "numbers"
+    if values.dtype.kind in "US" or (values.dtype.kind == "O" and all(isinstance(v, str) for v in values)):
+        return "strings"
+    return "objects"
+
+
+def _is_indices(values: np.ndarray) -> bool:
+    """Class indices: 1-D non-negative integers (or empty, e.g. a shard's)."""
+    return values.ndim == 1 and (values.dtype.kind in "iu" or values.size == 0) and \
+        (values.size == 0 or int(values.min()) >= 0)
+
+
+def _needs_classes(values: np.ndarray) -> bool:
+    """Whether :func:`encode_labels` would map these labels to classes (not pass them through)."""
+    return not (_is_indices(values) or values.dtype.kind == "f")
 
 
 def class_count(*label_sets) -> int:

@@ -66,6 +66,54 @@ def _reducer(output: Output, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
                     f"{type(output).__name__}")
 
 
+# Layers whose output in training mode depends on the batch (batch norm, which also updates its
+# running statistics) or on chance (dropout): in that mode the model is no fixed function.
+_MODE_DEPENDENT = (torch.nn.modules.batchnorm._NormBase, torch.nn.modules.dropout._DropoutNd)
+
+
+def _check_model(model: torch.nn.Module, inputs: torch.Tensor, chosen: dict, device) -> torch.device:
+    """Everything checkable before the model runs; returns the compute device."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"divaext: empirical_ntk: model must be a torch.nn.Module, got {type(model).__name__}")
+    training = [name or type(model).__name__ for name, m in model.named_modules()
+                if m.training and isinstance(m, _MODE_DEPENDENT)]
+    if training:
+        raise ValueError(f"divaext: empirical_ntk: {', '.join(training)} in training mode (batch norm or dropout): "
+                         "the model's output then depends on the batch or on chance, and batch norm would update "
+                         "its running statistics; call model.eval() first")
+    device = torch.device(device) if device is not None else next(iter(chosen.values())).device
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"divaext: empirical_ntk: device must be a CPU or CUDA device, got {device} "
+                         "(the kernel needs values)")
+    dtype = next(iter(chosen.values())).dtype
+    if inputs.is_floating_point() and inputs.dtype != dtype:
+        raise TypeError(f"divaext: empirical_ntk: inputs are {inputs.dtype} but the model's parameters are {dtype}; "
+                        f"pass inputs.to({dtype}) or convert the model")
+    return device
+
+
+class _Restored:
+    """Puts back, on exit (after an error too), every parameter and buffer object of every
+    module — under each name a shared submodule is registered — and every training flag, so
+    that the model is exactly as it was whatever torch.func did with it."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.saved = [(m, dict(m._parameters), dict(m._buffers), m.training)
+                      for m in model.modules(remove_duplicate=False)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for m, params, buffers, training in self.saved:
+            m._parameters.clear()
+            m._parameters.update(params)
+            m._buffers.clear()
+            m._buffers.update(buffers)
+            m.training = training
+        return False
+
+
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
@@ -91,27 +139,42 @@ def empirical_ntk(model: torch.nn.Module, inputs: torch.Tensor, *, params=None, 
             module docstring.
         chunk_size: samples per gradient chunk (memory ~2·chunk_size·P, ×k for "trace").
         device: where to compute (default: the device of the first selected parameter);
-            parameters, buffers and input chunks are copied there (the model is not moved).
+            parameters, buffers and input chunks are copied there (the model is not moved);
+            CPU or CUDA.
         progress: show a tqdm progress bar over the blocks if tqdm is installed.
+    The model is left exactly as it was (parameters, buffers, training flags), after an error
+    too. Batch norm or dropout in training mode is refused (call ``model.eval()``): the output
+    would depend on the batch or on chance. A model returning a tuple needs a callable
+    ``output``. Floating-point inputs must have the parameters' dtype.
     Returns:
         (n, n) tensor in the parameters' dtype on ``device``: symmetric PSD.
     """
-    from torch.func import functional_call, grad, jacrev, vmap
-
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1 or inputs.shape[0] == 0:
         raise ValueError("divaext: empirical_ntk: inputs must be a tensor (n, ...) with n ≥ 1")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"divaext: empirical_ntk: chunk_size must be a positive integer, got {chunk_size!r}")
     chosen = _select(model, params)
-    device = torch.device(device) if device is not None else next(iter(chosen.values())).device
+    device = _check_model(model, inputs, chosen, device)
+    with _Restored(model):
+        return _ntk(model, inputs, chosen, output, chunk_size, device, progress)
+
+
+def _ntk(model, inputs, chosen, output, chunk_size, device, progress):
+    from torch.func import functional_call, grad, jacrev, vmap
+
     chosen = {k: v.to(device) for k, v in chosen.items()}
     # The model itself is not moved: every parameter and buffer is passed to functional_call
-    # on ``device``, the selected ones as the variables of differentiation.
-    fixed = {k: v.detach().to(device) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    # on ``device``, the selected ones as the variables of differentiation; buffers are copies,
+    # so nothing the forward pass writes into them reaches the model.
+    fixed = {k: v.detach().to(device) for k, v in model.named_parameters()}
+    fixed.update({k: v.detach().to(device, copy=True) for k, v in model.named_buffers()})
     n = inputs.shape[0]
     with torch.no_grad():
         probe = functional_call(model, fixed, (inputs[:1].to(device),))
-    k = max(1, probe[0].numel())
+    if not isinstance(probe, torch.Tensor) and not callable(output):
+        raise TypeError(f"divaext: empirical_ntk: the model returns a {type(probe).__name__}, not a tensor; pass "
+                        "output=a callable mapping it to one scalar per sample, e.g. output=lambda out: out[0].sum(1)")
+    k = max(1, probe[0].numel()) if isinstance(probe, torch.Tensor) else 1
     reduce = _reducer(output, k)
     multi = output == "trace"
 

@@ -34,33 +34,36 @@ __all__ = ["RowSource", "open_rows", "loo_derivative", "val_derivative", "loo_pr
 
 def loo_derivative(source, labels, weights=None, *, lam: float = 1.0, loss: str = "ce_misclassified",
                    num_classes: Optional[int] = None, loss_weights=None, block_rows: Optional[int] = None,
-                   device=None, group=None) -> Derivative:
+                   device=None, group=None, method: str = "auto") -> Derivative:
     """:func:`divaext.loo_derivative` on features streamed from ``source`` (see :func:`open_rows`).
 
     Reads the features three times. ``block_rows``: rows per block read (default ~8M elements;
     the blocks of a stream of blocks are used as they come). ``device``: where to compute
     (default the CPU, or the device of an in-memory tensor; ``"cuda"`` streams blocks to the
     GPU). Results are on that device; ``loss`` is differentiable w.r.t. ``weights``.
+    ``method``: ``"auto"`` or ``"primal"`` (the same on a stream: the dual needs every row at
+    once, so ``"dual"`` raises a clear error); a primal gradient that has lost its digits raises.
     """
     return loo_derivative_of(I.Features(source, stream=True, device=device), "streaming.loo_derivative", labels,
-                             weights, lam, loss, num_classes, loss_weights, block_rows, group)
+                             weights, lam, loss, num_classes, loss_weights, block_rows, group, method)
 
 
 def val_derivative(source, labels, weights, val_features, val_labels, *, lam: float = 1.0, loss: str = "ce",
                    num_classes: Optional[int] = None, val_loss_weights=None, block_rows: Optional[int] = None,
-                   device=None, group=None) -> Derivative:
+                   device=None, group=None, method: str = "auto") -> Derivative:
     """:func:`divaext.val_derivative` on training features streamed from ``source``; the
-    validation set is in memory (and sharded with ``group``, as there). Reads the features twice."""
+    validation set is in memory (and sharded with ``group``, as there). Reads the features twice.
+    ``method`` as in :func:`loo_derivative`."""
     return val_derivative_of(I.Features(source, stream=True, device=device), "streaming.val_derivative", labels,
                              weights, val_features, val_labels, lam, loss, num_classes, val_loss_weights, block_rows,
-                             group)
+                             group, method)
 
 
 def loo_predictions(source, labels, weights=None, *, lam: float = 1.0, num_classes: Optional[int] = None,
-                    block_rows: Optional[int] = None, device=None, group=None) -> torch.Tensor:
+                    block_rows: Optional[int] = None, device=None, group=None, method: str = "auto"):
     """:func:`divaext.loo_predictions` on features streamed from ``source``: (n, k) on the
     compute device, differentiable w.r.t. ``weights`` (backward streams the features twice;
     sharded, every rank must backpropagate: with gloo, a rank that does not is named in an
-    error on the others after ``DIVAEXT_RANK_TIMEOUT_S`` seconds)."""
+    error on the others after ``DIVAEXT_RANK_TIMEOUT_S`` seconds). ``method`` as in :func:`loo_derivative`."""
     return loo_predictions_of(I.Features(source, stream=True, device=device), "streaming.loo_predictions", labels,
-                              weights, lam, num_classes, block_rows, group)
+                              weights, lam, num_classes, block_rows, group, method)

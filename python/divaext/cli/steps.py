@@ -4,6 +4,7 @@ recorded with the results."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import numpy as np
@@ -107,15 +108,34 @@ def check_device(args) -> None:
                              f"({torch.cuda.device_count()} found)")
 
 
+# the arguments of the commands that name files read as input
+INPUTS = ("features", "labels", "val_features", "val_labels", "true_labels", "core_features", "core_labels",
+          "pool_features", "pool_labels")
+
+
 def check_outputs(args) -> None:
-    """Fail on a bad output location, device or a missing matplotlib before any computation."""
+    """Fail on a bad output location, an output that is one of the inputs, a device or a
+    missing matplotlib before any computation."""
     dio.check_output_path(args.output)
+    for option, out in (("-o/--output", args.output), ("--plot", getattr(args, "plot", None))):
+        for name in INPUTS:
+            given = getattr(args, name, None)
+            if out is not None and given is not None and _same_file(out, given):
+                raise dio.InputError(f"{option} {out!r} is the {name.replace('_', ' ')} file {given!r}: writing the "
+                                     "results there would overwrite an input; choose another output path")
     if getattr(args, "plot", None):
         dio.check_output_path(args.plot, suffixes=None, what="plot")
         from .. import plots
 
         plots.require_matplotlib()
     check_device(args)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare the paths
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def settings(args, **resolved) -> dict:

@@ -37,6 +37,7 @@ class DualState(NamedTuple):
     D: torch.Tensor      # [n]   1 − a_i h_i = λ G_ii (1 for zero weights)
     T0: torch.Tensor     # [n,n] X S Xᵀ with its diagonal set to 0 (the i ≠ j kernel of the fit)
     a: torch.Tensor      # [n]   weights (float64)
+    error: float         # estimated relative error of the gradient (system_error)
 
 
 def _solve_gram(K: torch.Tensor, a: torch.Tensor, lam: float):
@@ -50,6 +51,49 @@ def _solve_gram(K: torch.Tensor, a: torch.Tensor, lam: float):
         raise ValueError(f"divaext: diag(√weights) K diag(√weights) + lam·I is not numerically positive definite "
                          f"(lam={lam:g}: K has negative eigenvalues of that size); increase lam or check K")
     return P, s, torch.cholesky_inverse(L)
+
+
+def system_error(K: torch.Tensor, P: torch.Tensor, s: torch.Tensor, G: torch.Tensor, lam: float) -> float:
+    """Estimated relative error (max |error| / max |grad|) of what the dual computes from the
+p×p system it solved, B = diag(s) K_PP diag(s) + λI: DUAL_FACTOR·eps64·cond(B̃), with
+    B̃ = Δ^(-1/2) B Δ^(-1/2) scaled by its diagonal Δ (Cholesky's rounding is relative to
+    √(B_ii B_jj), so one sample of huge weight does not make the system ill-conditioned).
+
+    cond(B̃) = λ_max(B̃)·λ_max(G̃), G̃ = Δ^(1/2) G Δ^(1/2) its inverse (G is at hand), each from a
+    few power iterations: O(p²), nothing next to the O(p³) factorisation. Rows of K that are exactly zero
+    (all-zero features) are left out: their row of B is exactly λ e_i, which adds no rounding.
+    Rank-deficient kernels (duplicated rows, d < n, integer features of low rank, an RBF kernel
+    of close points) give cond ≈ ‖B‖/λ, and at a small λ the estimate says their digits are gone."""
+    live = torch.nonzero(K[P, P] > 0).flatten()
+    if live.numel() == 0:
+        return torch.finfo(F64).eps
+    Kl, sl, Gl = K[P[live]][:, P[live]], s[live], G[live][:, live]
+    root = (sl * sl * Kl.diagonal() + lam).sqrt()  # Δ^(1/2)
+    u = sl / root
+
+    def apply_b(v):
+        return u * (Kl @ (u * v)) + lam * v / root**2
+
+    def apply_g(v):
+        return root * (Gl @ (root * v))
+
+    return DUAL_FACTOR * torch.finfo(F64).eps * top_eigenvalue(apply_b, Kl) * top_eigenvalue(apply_g, Kl)
+
+
+def top_eigenvalue(apply, like: torch.Tensor, iters: int = 30) -> float:
+    """Largest eigenvalue of a symmetric PSD operator ``apply`` [m,m] (m = like's rows) by power
+    iteration from a fixed pseudo-random start (its own generator: no global state is touched,
+    and every call gives the same estimate)."""
+    m = like.shape[0]
+    v = torch.randn(m, generator=torch.Generator().manual_seed(0), dtype=F64).to(like.device)
+    value = 0.0
+    for _ in range(iters):
+        w = apply(v)
+        value = float(torch.linalg.vector_norm(w))
+        if value == 0.0:
+            return 0.0
+        v = w / value
+    return float(v @ apply(v))
 
 
 def dual_state(K: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) -> DualState:
@@ -78,7 +122,7 @@ def dual_state(K: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) ->
     T0[O[:, None], P[None, :]] = TPO.T
     T0[O[:, None], O[None, :]] = (K[O][:, O] - KOs @ (s[:, None] * TPO)) / lam
     T0.diagonal().zero_()
-    return DualState(y - e, r, D, T0, a)
+    return DualState(y - e, r, D, T0, a, system_error(K, P, s, G, lam))
 
 
 def vjp(st: DualState, g: torch.Tensor) -> torch.Tensor:
@@ -101,32 +145,38 @@ def loss_and_grad(f: torch.Tensor, y: torch.Tensor, kind: int, w: torch.Tensor):
 
 class _DualLoo(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, K, y, a, lam):
+    def forward(ctx, K, y, a, lam, judge):
         st = dual_state(K, y, a, lam)
-        ctx.st = st  # float64 state; the output is a copy, so ctx does not hold it (no cycle)
+        ctx.st, ctx.judge = st, judge  # float64 state; the output is a copy, so ctx does not hold it
         return st.f.to(y.dtype, copy=True)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gf):
-        grad = vjp(ctx.st, gf.to(F64)).to(gf.dtype) if ctx.needs_input_grad[2] else None
-        return None, None, grad, None
+        if not ctx.needs_input_grad[2]:
+            return None, None, None, None, None
+        if ctx.judge is not None:  # before a gradient is returned
+            ctx.judge(ctx.st.error)
+        return None, None, vjp(ctx.st, gf.to(F64)).to(gf.dtype), None, None
 
 
-def dual_loo_predictions(K: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float) -> torch.Tensor:
+def dual_loo_predictions(K: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float, judge=None) -> torch.Tensor:
     """LOO predictions f [n,k] (y's dtype) of kernel ridge regression, differentiable w.r.t.
-    a [n] (closed-form backward). K [n,n], y [n,k]."""
-    return _DualLoo.apply(K, y, a, lam)
+    a [n] (closed-form backward). K [n,n], y [n,k]. ``judge(error)``, if given, is called with
+    the gradient's estimated relative error before the backward pass returns it (it may raise)."""
+    return _DualLoo.apply(K, y, a, lam, judge)
 
 
-def dual_loo_derivative(K, y, a, lam: float, kind: int, w):
-    """(LOO loss 0-d, ∂loss/∂a [n]) in y's dtype. K [n,n], y [n,k], a [n], w [n] loss weights."""
+def dual_loo_derivative(K, y, a, lam: float, kind: int, w, with_error: bool = False):
+    """(LOO loss 0-d, ∂loss/∂a [n]) in y's dtype, and the gradient's estimated relative error
+    (:func:`system_error`) if ``with_error``. K [n,n], y [n,k], a [n], w [n] loss weights."""
     st = dual_state(K, y, a, lam)
     loss, g = loss_and_grad(st.f, y.to(F64), kind, w.to(F64))
-    return loss.to(y.dtype), vjp(st, g).to(y.dtype)
+    out = (loss.to(y.dtype), vjp(st, g).to(y.dtype))
+    return (*out, st.error) if with_error else out
 
 
-def dual_val_derivative(K, K_val_train, y, a, lam: float, y_val, kind: int, w_val):
+def dual_val_derivative(K, K_val_train, y, a, lam: float, y_val, kind: int, w_val, with_error: bool = False):
     """(validation loss 0-d, ∂loss/∂a [n]) of the ridge model on m validation samples.
 
     K [n,n], K_val_train [m,n] (kernel between validation and training samples), y [n,k],
@@ -147,7 +197,8 @@ def dual_val_derivative(K, K_val_train, y, a, lam: float, y_val, kind: int, w_va
     grad[P] = lam * (GsV * q).sum(1) / s**2
     # Zero weights: (Rᵀ V)_O = (V_O − K_OP s G s V_P)/λ and r_O = y_O − ŷ_O.
     grad[O] = ((V[O] - KOs @ GsV) * (y[O] - KOs @ q)).sum(1) / lam
-    return loss.to(dtype), grad.to(dtype)
+    out = (loss.to(dtype), grad.to(dtype))
+    return (*out, system_error(K, P, s, G, lam)) if with_error else out
 
 
 # Measured max |error| / max |grad| of each form against the other (and mpmath), float64,

@@ -1,12 +1,15 @@
 """Which form computes a call: the primal (d×d algebra over row passes: any n, streams, shards)
-or the dual (n×n algebra on the kernel X Xᵀ: in memory, one process).
+or the dual (n×n algebra on the kernel X Xᵀ: in memory, one process), and whether its
+gradient kept its digits.
 
 ``method="auto"`` takes the dual when d ≥ n (as scikit-learn's ridge GCV picks the Gram or the
-covariance decomposition by the shape of X), and the primal otherwise. Either way the primal's
-gradient is judged by its smallest denominator D = 1 − a·h (dual.py: relative error ≈ 8·eps/D²):
-where it would lose the digits ``auto`` promises, ``auto`` recomputes in the dual, and where it
-would lose half of them and the dual is not possible, the call is refused with an error naming
-λ and D. Measurements: README "Numerics", benchmarks/bench_dual.py.
+covariance decomposition by the shape of X), and the primal otherwise. Every form estimates
+the relative error of its own gradient from what it computed (engine/accuracy.py): the primal
+from its smallest 1 − a·h and from how much its fit residuals cancel, the dual from the
+condition number of the system it solved. Past accuracy.TOLERANCE (1e-8 in float64), ``auto``
+recomputes in the other form where that is possible, and a result no form gives that
+accurately is refused with an error naming λ, each estimate and its cause. Measurements:
+README "Numerics", tests/test_numerics.py, benchmarks/bench_dual.py.
 """
 from __future__ import annotations
 
@@ -15,15 +18,15 @@ from typing import Optional
 
 import torch
 
-from . import dual
+from . import accuracy
 
 METHODS = ("auto", "primal", "dual")
 
 # auto uses the dual up to this many rows: it holds a few n×n float64 matrices (2.7 GB at 8192).
 DUAL_MAX_ROWS = 8192
 
-# Relative gradient error auto accepts from the primal before it redirects to the dual.
-AUTO_TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4}
+# auto tries the primal after a refused dual up to this many features (d×d float64 algebra).
+PRIMAL_MAX_FEATURES = 8192
 
 
 def check_method(method) -> str:
@@ -72,42 +75,57 @@ def kernel_of(x: torch.Tensor, other: Optional[torch.Tensor] = None) -> torch.Te
     return K
 
 
-def primal_error(min_D: float, dtype: torch.dtype) -> float:
-    return dual.primal_gradient_error(min_D, dtype)
+def other_form(method: str, first: str, rows, stream: bool) -> Optional[str]:
+    """The form ``auto`` tries when ``first`` refuses (None: none)."""
+    if method != "auto":
+        return None
+    if first == "primal":
+        return "dual" if dual_refusal(rows, stream) is None and rows.shape[0] <= DUAL_MAX_ROWS else None
+    return "primal" if rows.shape[1] <= PRIMAL_MAX_FEATURES else None
 
 
-def redirect_to_dual(method: str, rows, stream: bool, min_D: float, lam: float, gram: torch.Tensor,
-                     a: torch.Tensor) -> bool:
-    """After a primal gradient with smallest denominator ``min_D``: recompute it in the dual
-    (True), keep it (False), or raise when its digits are gone and the dual cannot do better.
-    ``auto`` redirects when the primal misses AUTO_TOLERANCE and the dual's own estimate (from
-    the eigenvalues of the Gram matrix ``gram`` = Xᵀ diag(a) X [d,d]) is smaller."""
-    error = primal_error(min_D, rows.dtype)
-    if method == "auto" and error > AUTO_TOLERANCE[rows.dtype] and dual_refusal(rows, stream) is None \
-            and rows.shape[0] <= DUAL_MAX_ROWS:
-        dual_error = dual.dual_gradient_error(torch.linalg.eigvalsh(gram), int((a > 0).sum()), lam, rows.dtype)
-        if dual_error < error:
-            return True
-    refuse_primal_gradient(error, min_D, rows, stream, lam)
-    return False
+def compute(method: str, rows, stream: bool, lam: float, forms: dict):
+    """The result of the chosen form (``forms[name]() -> (result, accuracy.Estimate)``) if its
+    gradient kept its digits (error ≤ TOLERANCE); else, with ``auto``, the other form's if that
+    one did; else a ValueError naming λ and every tried form's estimate with its cause."""
+    first = choose(method, rows, stream)
+    second = other_form(method, first, rows, stream)
+    tried = []
+    for form in (first, second):
+        if form is None:
+            break
+        try:
+            out, estimate = forms[form]()
+        except ValueError as e:  # 1 − a·h below √eps: the primal cannot form that LOO prediction
+            if form != "primal" or second is None or "leave-one-out prediction of sample" not in str(e):
+                raise
+            tried.append((form, accuracy.Estimate(math.inf, str(e).removeprefix("divaext: "))))
+            continue
+        if estimate.error <= accuracy.TOLERANCE[rows.dtype]:
+            return out
+        tried.append((form, estimate))
+    raise ValueError(refusal(tried, rows, stream, lam))
 
 
-def dual_rescues(error: Exception, method: str, rows, stream: bool) -> bool:
-    """Whether ``auto`` recomputes in the dual a call the primal refused because 1 − a_i h_i fell
-    below √eps (D is formed by a subtraction there, as a product λ G_ii in the dual)."""
-    return (method == "auto" and "leave-one-out prediction of sample" in str(error)
-            and dual_refusal(rows, stream) is None and rows.shape[0] <= DUAL_MAX_ROWS)
+def refusal(tried, rows, stream: bool, lam: float) -> str:
+    """The message of a gradient that no form tried gave within TOLERANCE."""
+    tol = accuracy.TOLERANCE[rows.dtype]
+    parts = [f"in the {form} form its estimated relative error is {e.error:.2g} in {rows.dtype} (> {tol:g}): "
+             f"{e.cause}" for form, e in tried]
+    advice = "increase lam"
+    if [form for form, _ in tried] == ["primal"]:
+        refused = dual_refusal(rows, stream)
+        advice += (", or use method='dual' (no cancellation there)" if refused is None
+                   else f" (the dual form is not possible here: {refused})")
+    elif [form for form, _ in tried] == ["dual"]:
+        advice += ", or try method='primal' (its sums are exact on integer features)"
+    return f"divaext: the derivative w.r.t. the weights has lost its digits at lam={lam:g}: {'; '.join(parts)}; {advice}"
 
 
-def refuse_primal_gradient(error: float, min_D: float, rows, stream: bool, lam: Optional[float] = None) -> None:
-    """Raise if the primal gradient has lost half its digits or more (estimated error > √eps)."""
-    if error <= math.sqrt(torch.finfo(rows.dtype).eps):
-        return
-    refusal = dual_refusal(rows, stream)
-    where = ("use method='dual' (exact there: no cancellation)" if refusal is None
-             else f"the dual form is not possible ({refusal})")
-    raise ValueError(
-        f"divaext: the derivative w.r.t. the weights has lost its digits in the primal form: the smallest "
-        f"1 − a_i·h_i is {min_D:.3g}{'' if lam is None else f' at lam={lam:g}'}, so its estimated relative error is "
-        f"{error:.2g} in {rows.dtype} (8·eps/(1 − a·h)²; the sample dominates its own fit, typically more features "
-        f"than samples with a small lam); increase lam, or {where}")
+def judge_kernel(estimate: accuracy.Estimate, dtype: torch.dtype, lam: float, name: str) -> None:
+    """Refuse a kernel entry point's gradient past TOLERANCE (the dual is its only form)."""
+    tol = accuracy.TOLERANCE[dtype]
+    if estimate.error > tol:
+        raise ValueError(f"divaext: {name}: the derivative w.r.t. the weights has lost its digits at lam={lam:g}: "
+                         f"its estimated relative error is {estimate.error:.2g} in {dtype} (> {tol:g}): "
+                         f"{estimate.cause}; increase lam")

@@ -16,6 +16,7 @@ from typing import NamedTuple, Tuple
 
 import torch
 
+from . import accuracy
 from . import validate as V
 from .. import distributed as D
 from .ops import ops
@@ -123,9 +124,10 @@ def smallest_denominator(rows: Rows, a: torch.Tensor, h: torch.Tensor) -> float:
     return -float(D.allreduce_max((-local).reshape(1).to(D.flag_device(rows.group)), rows.group)[0])
 
 
-def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w, k: int) -> Tuple[Derivative, float, torch.Tensor]:
-    """(mean LOO loss (float64 0-d) and ∂loss/∂a [n], smallest 1 − a·h, Gram matrix M [d,d]):
-    pass 1, passes 2 + A fused, pass B. Extra memory O(n + d² + d·k + block·(d + k))."""
+def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w, k: int) -> Tuple[Derivative, "accuracy.Estimate"]:
+    """(mean LOO loss (float64 0-d) and ∂loss/∂a [n], the gradient's estimated relative error
+    (engine/accuracy.py)): pass 1, passes 2 + A fused, pass B. Extra memory
+    O(n + d² + d·k + block·(d + k))."""
     fac = factor(rows, y, a, lam, k)
     # The loss is known, so its gradient is formed row by row in the pass that forms f; f is
     # not kept (n × k): pass B recomputes the fit from x t v.
@@ -134,12 +136,15 @@ def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w, k: int) -> Tup
     inv = 1.0 / total  # everything downstream is linear in g: normalise the mean once, after the sums
     grad = rows.run("vjp_fit", (y, a, h, ge.mul_(inv.to(ge.dtype))),
                     *_pass_b_operands(fac, Ct * inv, Pt * inv, fit=True))
-    return Derivative(loss_sum / total, grad), smallest_denominator(rows, a, h), fac.M
+    error = accuracy.primal_error(smallest_denominator(rows, a, h), accuracy.loo_cancellation(rows, y, a, h, fac, lam, k),
+                                  rows.dtype)
+    return Derivative(loss_sum / total, grad), error
 
 
-def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> Derivative:
-    """Validation loss (float64 0-d) of the ridge model on (xv [m,d], yv [m,k]) and ∂loss/∂a [n]
-    (paper Prop. 2): ∂L/∂a_j = (x_jᵀ P)·(y_j − x_jᵀ W) with W = S B, P = S X_vᵀ G_v / Σ w_v."""
+def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> Tuple[Derivative, "accuracy.Estimate"]:
+    """(validation loss (float64 0-d) of the ridge model on (xv [m,d], yv [m,k]) and ∂loss/∂a [n]
+    (paper Prop. 2), the gradient's estimated relative error): ∂L/∂a_j = (x_jᵀ P)·(y_j − x_jᵀ W)
+    with W = S B, P = S X_vᵀ G_v / Σ w_v."""
     fac = factor(rows, y, a, lam, yv.shape[1])
     W = fac.t @ fac.v  # [d,k] float64
     loss_sum, gv = ops.loss_grad(xv @ W.to(xv.dtype), yv, wv, kind)
@@ -147,7 +152,8 @@ def val_loss_and_grad(rows: Rows, y, a, lam: float, xv, yv, kind: int, wv) -> De
     XvG = rows.allreduce(xv.T.to(torch.float64) @ gv.to(torch.float64))  # [d,k]
     P = fac.t @ (fac.t.T @ XvG) / total
     loss = rows.allreduce(loss_sum.reshape(1))[0] / total
-    return Derivative(loss, rows.run("val_rows", (y,), W.contiguous(), P.contiguous()))
+    grad = rows.run("val_rows", (y,), W.contiguous(), P.contiguous())
+    return Derivative(loss, grad), accuracy.primal_error(1.0, accuracy.val_cancellation(rows, y, W, P), rows.dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,9 +204,9 @@ class LooPredictions(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, rows: Rows, y, k: int, lam: float, name: str, judge):
-        """``judge(min_D)`` raises if a gradient with that smallest 1 − a·h has lost its digits."""
+        """``judge(error)`` raises if a gradient of that estimated relative error has lost its digits."""
         fac, f, h = loo_forward(rows, y, a, lam, k)
-        ctx.rows, ctx.fac, ctx.y, ctx.name, ctx.judge = rows, fac, y, name, judge
+        ctx.rows, ctx.fac, ctx.y, ctx.k, ctx.name, ctx.judge, ctx.lam = rows, fac, y, k, name, judge, lam
         ctx.save_for_backward(a, f, h)
         ctx.mark_non_differentiable(h)
         return f, h
@@ -212,5 +218,7 @@ class LooPredictions(torch.autograd.Function):
             return None, None, None, None, None, None, None
         a, f, h = ctx.saved_tensors
         D.await_ranks(ctx.rows.group, f"the backward pass of {ctx.name}")
-        ctx.judge(smallest_denominator(ctx.rows, a, h))
+        ctx.judge(accuracy.primal_error(smallest_denominator(ctx.rows, a, h),
+                                        accuracy.loo_cancellation(ctx.rows, ctx.y, a, h, ctx.fac, ctx.lam, ctx.k, f),
+                                        ctx.rows.dtype))
         return loo_vjp(ctx.rows, ctx.y, a, ctx.fac, f, h, gf.contiguous()), None, None, None, None, None, None

@@ -137,7 +137,7 @@ def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str]
             raise InputError(f"labels file {str(path)!r} is a table; pick the column with the column option, not a key")
         frame = read_table(path, header)
         names = [str(c) for c in frame.columns]
-        values = frame.iloc[:, _choose_column(names, column, path)].to_numpy()
+        values = _numbers_or_names(frame.iloc[:, _choose_column(names, column, path)].to_numpy(), path)
         if id_column is not None:
             j = _choose_column(names, id_column, path)
             ids, id_name = frame.iloc[:, j].to_numpy(), names[j]
@@ -152,6 +152,25 @@ def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str]
         if values.ndim != 1:
             raise InputError(f"labels in {str(path)!r} must be a 1-D array of class labels, got shape {values.shape}")
     return Labels(_whole_numbers(values, path), ids, id_name)
+
+
+# Cells that pandas reads as missing by default: a missing label, never a class name.
+_MISSING = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+            "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+
+
+def _numbers_or_names(values: np.ndarray, path: Path) -> np.ndarray:
+    """A text column as numbers (float, blank = NaN) when every filled cell is one, else as
+    the strings it holds; a blank or missing-value cell among names is an error naming its row."""
+    if values.dtype.kind != "O" or not all(isinstance(v, str) for v in values):
+        return values
+    if all(v == "" or _is_number(v) for v in values) and any(v != "" for v in values):
+        return np.array([float(v) if v != "" else np.nan for v in values])
+    missing = [i for i, v in enumerate(values) if v in _MISSING]
+    if missing:
+        raise InputError(f"labels in {str(path)!r}: row {missing[0]} is blank or a missing value "
+                         f"({values[missing[0]]!r}); a missing label is not a class: remove the row or give it a label")
+    return values
 
 
 def _whole_numbers(values: np.ndarray, path: Path) -> np.ndarray:
@@ -175,6 +194,12 @@ def read_table(path: PathLike, header: Optional[bool] = None):
     ``header``: whether the first row of a CSV/TSV names the columns. Default: it does unless
     every cell of it is a number (a file of bare class indices has no header); a one-column
     file of class names therefore needs a header row, or ``header=False``.
+
+    CSV/TSV cells are read as the text written (ids such as ``00042`` or ``1e3`` stay as
+    they are; :func:`load_labels` turns a label column of numbers into numbers), with leading
+    and trailing spaces removed alike, and a row with more fields than the first is an error
+    naming its line (pandas would otherwise take the first column as the index and shift
+    every column). String cells of a Parquet file are stripped the same way.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -182,30 +207,47 @@ def read_table(path: PathLike, header: Optional[bool] = None):
         import pandas as pd
     except ImportError as e:
         need = "pandas with pyarrow: pip install pandas pyarrow" if suffix == ".parquet" else "pandas: pip install pandas"
-        raise InputError(f"reading the table {str(path)!r} needs {need} (or pip install 'divaext[cli]')") from e
+        extra = "parquet" if suffix == ".parquet" else "cli"
+        raise InputError(f"reading the table {str(path)!r} needs {need} (or pip install 'divaext[{extra}]')") from e
     try:
         if suffix == ".parquet":
-            try:
-                return pd.read_parquet(path)
-            except ImportError as e:
-                raise InputError(f"reading Parquet labels ({str(path)!r}) needs pandas with pyarrow: "
-                                 f"pip install pandas pyarrow ({e})") from e
+            import importlib.util
+
+            if importlib.util.find_spec("pyarrow") is None:  # pandas would name fastparquet instead
+                raise InputError(f"reading Parquet labels ({str(path)!r}) needs pyarrow: "
+                                 "pip install 'divaext[parquet]'")
+            return _stripped(pd.read_parquet(path, engine="pyarrow"))
         sep = "\t" if suffix == ".tsv" else ","
-        if header is None:
-            first = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
-            header = not all(_is_number(c) for c in first.iloc[0])
+        # header=None: every row, the first too, must have the first row's number of fields
         # blank lines are read as missing labels (an error), not skipped: skipping one would
         # shift every later label onto the wrong row; blank lines at the very end are dropped
-        frame = pd.read_csv(path, sep=sep, header=0 if header else None, skipinitialspace=True,
-                            skip_blank_lines=False)
-        filled = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
-        return frame.iloc[:filled[-1] + 1 if len(filled) else 0]
+        frame = _stripped(pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False,
+                                      skip_blank_lines=False).fillna(""))
+        if frame.shape[0] == 0:
+            raise pd.errors.EmptyDataError
+        if header is None:
+            header = not all(_is_number(c) for c in frame.iloc[0])
+        if header:
+            frame = frame.iloc[1:].set_axis([str(c) for c in frame.iloc[0]], axis=1)
+        filled = np.flatnonzero((frame != "").any(axis=1).to_numpy())
+        return frame.iloc[:filled[-1] + 1 if len(filled) else 0].reset_index(drop=True)
     except InputError:
         raise
     except pd.errors.EmptyDataError:
         raise InputError(f"labels file {str(path)!r} is empty") from None
+    except pd.errors.ParserError as e:  # a row with more fields than the first
+        raise InputError(f"labels file {str(path)!r}: a row has more fields than the first row "
+                         f"({str(e).strip()})") from None
     except Exception as e:  # unreadable, corrupt or not a table
         raise InputError(f"cannot read labels file {str(path)!r}: {type(e).__name__}: {e}") from e
+
+
+def _stripped(frame):
+    """Leading and trailing spaces removed from every string cell (the same on both sides)."""
+    import pandas as pd
+
+    return frame.apply(lambda col: col if pd.api.types.is_numeric_dtype(col)
+                       else col.map(lambda v: v.strip() if isinstance(v, str) else v))
 
 
 def _is_number(text: str) -> bool:

@@ -16,7 +16,7 @@ from ..engine import validate as V
 from .. import distributed as D
 from ..derivative import Derivative, loo_derivative, val_derivative
 from ..engine.inputs import check_device as _check_device
-from ..labels import class_count, encode_labels
+from ..labels import class_count, encode_label_sets, encode_labels
 
 
 def features(x, name: str = "features", group=None) -> torch.Tensor:
@@ -39,6 +39,17 @@ def encode(labels, name: str = "labels", classes=None, group=None):
         raise ValueError(f"divaext: {name} are class names; on row shards every rank must map them to the same "
                          "indices: encode them once with divaext.labels.encode_labels and pass the codes")
     return codes, names
+
+
+def encode_sets(group=None, **label_sets):
+    """(codes of each set in the order given, classes): one encoding over every label set of a
+    call (:func:`divaext.labels.encode_label_sets`; the first is the training set)."""
+    codes, names = encode_label_sets(list(label_sets.values()), list(label_sets))
+    if names is not None and group is not None:
+        raise ValueError(f"divaext: {', '.join(label_sets)} are class names (or hold negative labels); on row shards "
+                         "every rank must map them to the same indices: encode them once with "
+                         "divaext.labels.encode_labels and pass the codes")
+    return (*codes, names)
 
 
 def labels_like(labels, x: torch.Tensor, name: str = "labels") -> torch.Tensor:

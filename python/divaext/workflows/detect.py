@@ -79,6 +79,9 @@ class DetectResult(NamedTuple):
             raise ValueError(f"divaext: ids has {len(cols['id'])} entries, expected {n}")
         if self.label_quality is not None:
             pred = self.predicted_label.numpy()
+            if classes is not None and len(pred) and len(classes) <= int(pred.max()):
+                raise ValueError(f"divaext: classes has {len(classes)} names but the predicted labels go up to class "
+                                 f"index {int(pred.max())}; give one name per class")
             cols.update(label_quality=self.label_quality.numpy(),
                         predicted_label=[classes[i] for i in pred] if classes is not None else pred,
                         predicted_prob=self.predicted_prob.numpy())
@@ -144,11 +147,12 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
             count and the cut are taken over all ranks (``lam`` must then be a number).
     """
     group = D.resolve_group(group)
+    D.agree_on_settings(group, lam=lam, lam_factor=lam_factor, intercept=intercept, loss=loss, threshold=threshold,
+                        eps=eps, top_k=top_k, num_classes=num_classes, method=method, rank_by=rank_by,
+                        validation_set=val_features is not None)
     rule, cut_value = _rule(threshold, eps, top_k)
     rank_by = F.check_rank_by(rank_by)
-    labels, classes = C.encode(labels, group=group)
-    if val_labels is not None:
-        val_labels, classes = C.encode(val_labels, "val_labels", classes, group)
+    labels, val_labels, classes = C.encode_sets(group, labels=labels, val_labels=val_labels)
 
     def prepare():
         x = C.features(features, group=group)

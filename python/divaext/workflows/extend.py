@@ -21,11 +21,12 @@ class ExtendResult(NamedTuple):
     """``order``: int64 pool indices in the order they were selected (most useful first);
     ``losses[r]``: the LOO loss over the core + selected samples when ``rounds[r]`` pool
     samples had been selected (``rounds[0] = 0``: the core alone; the last entry is the
-    final selection)."""
+    final selection); ``pool_size``: the number of pool rows (None on a result built by hand)."""
 
     order: torch.Tensor
     losses: List[float]
     rounds: List[int]
+    pool_size: Optional[int] = None
 
     def to_dataframe(self, ids=None):
         """A pandas DataFrame of the selected pool samples in selection order: ``rank``,
@@ -36,7 +37,13 @@ class ExtendResult(NamedTuple):
         order = self.order.numpy()
         cols = {"rank": np.arange(len(order)), "pool_index": order, "round": self.round_of_each()}
         if ids is not None:
-            cols["id"] = np.asarray(list(ids), dtype=object)[order]
+            ids = np.asarray(list(ids), dtype=object)
+            # ids of the core + pool rows (or of the pool of another call) would all be shifted
+            need = self.pool_size if self.pool_size is not None else int(order.max()) + 1 if len(order) else 0
+            if (len(ids) != need) if self.pool_size is not None else (len(ids) < need):
+                raise ValueError(f"divaext: ids has {len(ids)} entries, expected one per pool row "
+                                 f"({'' if self.pool_size is not None else 'at least '}{need})")
+            cols["id"] = ids[order]
         return pd.DataFrame(cols)
 
     def round_of_each(self):
@@ -102,8 +109,7 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
             1-based round, the int64 CPU indices added in it and the loss before it; a truthy
             return value stops the selection after that round.
     """
-    core_labels, classes = C.encode(core_labels, "core_labels")
-    pool_labels, classes = C.encode(pool_labels, "pool_labels", classes)
+    core_labels, pool_labels, classes = C.encode_sets(core_labels=core_labels, pool_labels=pool_labels)
     xc = C.features(core_features, "core_features")
     xp = C.features(pool_features, "pool_features")
     V.check_same(xc, xp, "pool_features")
@@ -154,7 +160,7 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
         # a truthy callback stops after the next pass has recorded the final loss
         stop = callback is not None and bool(callback(rnd, added, losses[-1]))
     order_t = torch.cat(order) if order else torch.zeros(0, dtype=torch.int64)
-    return ExtendResult(order_t, losses, rounds)
+    return ExtendResult(order_t, losses, rounds, int(xp.shape[0]))
 
 
 def extend_with_label_names(features, labels, label_name_features, *, label_name_labels=None,

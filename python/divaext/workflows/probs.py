@@ -68,6 +68,7 @@ def loo_pred_probs(features, labels, weights=None, *, lam="auto", intercept: boo
         issues = find_label_issues(labels, p, return_indices_ranked_by="self_confidence")
     """
     group = D.resolve_group(group)
+    D.agree_on_settings(group, lam=lam, intercept=intercept, num_classes=num_classes)
     labels, classes = C.encode(labels, group=group)
 
     def prepare():

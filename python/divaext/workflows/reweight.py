@@ -92,9 +92,11 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
 
     group = D.resolve_group(group)
     progress = show_progress(progress)
-    labels, classes = C.encode(labels, group=group)
-    if val_labels is not None:
-        val_labels, _ = C.encode(val_labels, "val_labels", classes, group)
+    D.agree_on_settings(group, lam=lam, intercept=intercept, select=select, loss=loss, steps=steps,
+                        step_size=step_size, folds=folds, seed=seed, num_classes=num_classes, method=method,
+                        validation_set=val_features is not None, loss_weights=loss_weights is not None,
+                        trainable=trainable is not None)
+    labels, val_labels, classes = C.encode_sets(group, labels=labels, val_labels=val_labels)
     if select not in ("auto", None):
         raise ValueError(f"divaext: select must be 'auto' or None, got {select!r}")
     if select == "auto" and group is not None:
