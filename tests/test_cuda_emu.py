@@ -39,6 +39,21 @@ def test_register_cpp_passes_the_launchers_arguments_in_order():
     assert any("expected ptr<…>(f)" in m for m in check_launch_args.mismatches(decls, swapped))
 
 
+def test_launch_args_checker_resolves_locals_and_labels():
+    """Sizes passed as locals (``const long b = …, k = …;``) are checked through their
+    initialisers, and class indices must be ``labels_of(y)``: a swap in either is reported."""
+    decls = check_launch_args.declarations((build.CSRC / "cuda" / "row_kernels.cuh").read_text())
+    src = (build.CSRC / "cuda" / "register.cpp").read_text()
+    for old, new, says in [("const long b = f.size(0), k = f.size(1);", "const long b = f.size(1), k = f.size(0);",
+                            "launch_vjp_scalars argument 9 ((f.size(1))) for parameter b"),
+                           ("k = xwp.size(1) / 2", "k = xwp.size(1)", "launch_val_rows argument 5"),
+                           ("launch_val_rows_labels<T>(ptr<T>(xwp), labels_of(y)",
+                            "launch_val_rows_labels<T>(ptr<T>(xwp), labels_of(xwp)", "expected labels_of(y)")]:
+        assert old in src
+        bad = check_launch_args.mismatches(decls, check_launch_args.calls(src.replace(old, new)))
+        assert any(says in m for m in bad), bad
+
+
 def test_launch_rewrite():
     src = "if (b) k<T><<<grid_for(b), 256, 0, (s)>>>(x, f(y, z));\nq<<<1, 2>>>();"
     assert build.rewrite_launches(src) == ("if (b) emu::launch(emu::config(grid_for(b), 256, 0, (s)), k<T>, x, f(y, z));"

@@ -25,13 +25,15 @@ inline long extent(const std::string& dim, const Shape& s) {
   if (dim == "k") return s.k;
   if (dim == "d+k") return s.d + s.k;
   if (dim == "2k") return 2 * s.k;
+  if (dim == "d+2k") return s.d + 2 * s.k;
   throw std::runtime_error("unknown dimension " + dim);
 }
 
 enum class Role { in, out };
 // How an input is filled (inputs.h): data values, one-hot labels, loss weights, the LOO
-// coefficient a (scaled to the row's h so that D = 1 − a h >= 1/2), h itself, eigenvalues.
-enum class Gen { data, label, weight, coef, h, lam };
+// coefficient a (scaled to the row's h so that D = 1 − a h >= 1/2), h itself, eigenvalues,
+// class indices in [0, k) (an int64 array: `i64`).
+enum class Gen { data, label, weight, coef, h, lam, index };
 
 struct ArraySpec {
   const char* name;
@@ -39,6 +41,7 @@ struct ArraySpec {
   Role role = Role::in;
   Gen gen = Gen::data;
   bool f64 = false;  // float64 whatever the kernel's T (the loss, the eigenvalues)
+  bool i64 = false;  // int64 (class indices)
 };
 
 struct Buffer {
@@ -89,7 +92,7 @@ struct Arrays {
       dims >> dim;
       b.rows = extent(dim, s);
       if (dims >> dim) b.row_len = extent(dim, s);
-      b.esize = a.f64 ? sizeof(double) : sizeof(T);
+      b.esize = a.i64 ? sizeof(long) : a.f64 ? sizeof(double) : sizeof(T);
       b.guard = std::max(64L, b.row_len);  // a whole extra row lands in it
       b.mem.assign((b.n() + 2 * b.guard) * b.esize, Buffer::kGuardByte);
       if (a.role == Role::out)
@@ -107,7 +110,7 @@ struct Arrays {
   // Row i of a T array (element i of a per-row scalar), or of a float64 one.
   T* t(const std::string& name, long i = 0) {
     Buffer& b = buf(name);
-    if (b.spec.f64) throw std::runtime_error(name + " is float64");
+    if (b.spec.f64 || b.spec.i64) throw std::runtime_error(name + " is not in T");
     return reinterpret_cast<T*>(b.data()) + i * b.row_len;
   }
   double* f64(const std::string& name, long i = 0) {
@@ -115,13 +118,20 @@ struct Arrays {
     if (!b.spec.f64) throw std::runtime_error(name + " is not float64");
     return reinterpret_cast<double*>(b.data()) + i * b.row_len;
   }
+  long* i64(const std::string& name) {
+    Buffer& b = buf(name);
+    if (!b.spec.i64) throw std::runtime_error(name + " is not int64");
+    return reinterpret_cast<long*>(b.data());
+  }
   // Element j of an array as double (inputs generation, comparisons).
   double get(const Buffer& b, long j) const {
+    if (b.spec.i64) return double(reinterpret_cast<const long*>(b.data())[j]);
     if (b.spec.f64) return reinterpret_cast<const double*>(b.data())[j];
     return double(reinterpret_cast<const T*>(b.data())[j]);
   }
   void set(Buffer& b, long j, double v) {
-    if (b.spec.f64) reinterpret_cast<double*>(b.data())[j] = v;
+    if (b.spec.i64) reinterpret_cast<long*>(b.data())[j] = long(v);
+    else if (b.spec.f64) reinterpret_cast<double*>(b.data())[j] = v;
     else reinterpret_cast<T*>(b.data())[j] = T(v);
   }
 };

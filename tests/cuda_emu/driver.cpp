@@ -67,7 +67,7 @@ Arrays<T> run_emulated(const Launcher<T>& l, const Arrays<T>& base, int kind, em
 template <typename T>
 void run_case(const Launcher<T>& l, int kind, Shape s, Mode mode, unsigned long seed, Stats& st) {
   const char* dtype = sizeof(T) == 4 ? "float32" : "float64";
-  std::string label = std::string(l.name) + "<" + dtype + ">";
+  std::string label = l.name + "<" + dtype + ">";
   if (kind >= 0) label += " loss=" + std::string(Losses::info(kind).name);
   label += " rows=" + std::to_string(s.b) + " d=" + std::to_string(s.d) + " k=" + std::to_string(s.k) +
            (mode == Mode::exact ? " exact" : " gauss");
@@ -97,7 +97,7 @@ void run_all(Stats& st) {
           if (st.stop()) return;
           // Every k with many blocks (all special rows), and a row count and d rotating over
           // the cases so each launcher meets every row count.
-          const long per = std::strcmp(l.name, "loss_rows") ? 1 : kPer;
+          const long per = l.name == "loss_rows" ? kPer : 1;
           for (long b : {kRows[c % 5], kRows[5]}) run_case(l, kind, Shape{b, kFeatures[c % 4], k, per}, mode, c++, st);
         }
       }

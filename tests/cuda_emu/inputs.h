@@ -7,7 +7,9 @@
 //   gauss  N(0, 1) clipped to ±4 (a, h, w, λ uniform): results depend on the summation order.
 // Every 4th row of the launcher's `special` input gets one of the patterns below: ties across
 // lanes (the first index must win, not the first lane), constant rows, ±inf, NaN, all −inf,
-// all NaN, and ties in the targets.
+// all NaN, and ties in the targets. Class indices (Gen::index) are uniform in [0, k) but for
+// rows 0 and 1 (0 and k − 1); in a special row, the label sits on a special place (the first
+// of the tied maxima, ±inf, NaN) or on the last class.
 #pragma once
 #include <cmath>
 #include <limits>
@@ -39,6 +41,7 @@ void fill_row(Arrays<T>& x, Buffer& b, long i, Mode mode, Rng& r) {
       case Gen::h: v = exact ? std::ldexp(1.0, int(r.ints(-2, 1))) : r.uniform(0, 2); break;
       case Gen::lam: v = exact ? r.ints(0, 8) / 4.0 : r.uniform(0, 1); break;
       case Gen::coef: break;  // set by fill_coef, once the rows' h are known
+      case Gen::index: v = i == 0 ? 0 : i == 1 ? x.s.k - 1 : r.ints(0, x.s.k - 1); break;
     }
     x.set(b, o + j, v);
   }
@@ -73,6 +76,8 @@ void special_row(Arrays<T>& x, Buffer& b, long i) {
   const long L = b.row_len, o = i * L, p = L >= 35 ? 5 : 0, q = L - 1;  // p, q in different lanes
   Buffer* y = x.has("y") && x.buf("y").row_len == L ? &x.buf("y") : nullptr;
   const long yo = y ? i * y->rows / b.rows * L : 0;  // the target row of prediction row i
+  Buffer* lab = x.has("y") && x.buf("y").spec.i64 && L == x.s.k ? &x.buf("y") : nullptr;
+  if (lab) x.set(*lab, i * lab->rows / b.rows, i / 4 % 8 == 0 || i / 4 % 8 == 3 ? p : q);
   auto fill = [&](double v) { for (long j = 0; j < L; ++j) x.set(b, o + j, v); };
   switch (i / 4 % 8) {
     case 0:  // a tie across lanes, above every data value; the target at the first tied index
