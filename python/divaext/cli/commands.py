@@ -196,8 +196,9 @@ def cmd_embed(args) -> None:
     if j is None:
         raise dio.InputError(f"table {args.table!r} has no column {col!r} for --text-column; it has {names}")
     texts = table.iloc[:, j]
-    if texts.isna().any():
-        row = int(np.flatnonzero(texts.isna().to_numpy())[0])
+    missing = (texts.isna() | texts.astype(str).str.strip().eq("")).to_numpy()  # tables are read as written
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
         raise dio.InputError(f"--text-column {args.text_column!r} of {args.table} has no text in row {row}")
     t0 = time.perf_counter()
     # the .npy is embed_texts' cache (with a .key beside it): a rerun on the same texts reads it back

@@ -24,6 +24,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from ..engine import accuracy, dual
 from ..engine import method as M
 from ..engine import validate as V
 from ..engine.ops import ops
@@ -150,7 +151,7 @@ class EigenFit:
         h = (z * z).sum(1)
         D = 1.0 - a * h
         min_D = float(D.min())
-        if min_D <= V.min_denominator(dt) or M.primal_error(min_D, dt) > M.AUTO_TOLERANCE[dt]:
+        if min_D <= V.min_denominator(dt) or dual.primal_gradient_error(min_D, dt) > accuracy.TOLERANCE[dt]:
             return None
         f = (z @ (self.VB * sig[:, None]).to(dt) - (a * h)[:, None] * Y) / D[:, None]
         w = torch.ones_like(a) if w is None else w
