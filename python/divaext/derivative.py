@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import distributed as D
+from .engine import collectives as D
 from .engine import accuracy, compiled as C, dual
 from .engine import inputs as I
 from .engine import method as M

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .engine import validate as V
+from .engine.validate import class_count  # noqa: F401  (public here; defined where the checks use it)
 
 __all__ = ["encode_labels", "encode_label_sets", "decode_labels", "class_count"]
 
@@ -154,13 +155,6 @@ def _needs_classes(values: np.ndarray) -> bool:
     """Whether :func:`encode_labels` would map these labels to classes (not pass them through)."""
     return not (_is_indices(values) or values.dtype.kind == "f")
 
-
-def class_count(*label_sets) -> int:
-    """The number of classes that (n,) class-index label sets (tensors or arrays) imply
-    together: their largest index + 1, so that the codes of every set fit one k. An empty set
-    (a shard's, say) or None counts for nothing; 0 when nothing is left."""
-    sizes = ((t, t.numel() if isinstance(t, torch.Tensor) else np.size(t)) for t in label_sets if t is not None)
-    return max((int(t.max()) + 1 for t, size in sizes if size), default=0)
 
 
 def _tidy_objects(values: np.ndarray, name: str) -> np.ndarray:

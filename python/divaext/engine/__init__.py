@@ -10,6 +10,7 @@ In the order a call goes through it:
 | ``plan`` | the primal plan: pass 1 → factor → fused pass → pass B; the autograd wrappers |
 | ``rows`` | ``Rows``: the rows the passes read and ``Rows.run``, the one place a pass runs |
 | ``sources``, ``blocks`` | row sources (files, shards, memmaps, iterables); the prefetching block stream |
+| ``collectives`` | a sharded call's agreement and all-reduce helpers (``divaext.distributed``) |
 | ``dual`` | the dual (n×n, kernel) form |
 | ``ops`` | loading the compiled core (``divaext._C``); the checked fake kernels |
 | ``reference`` | the pure-PyTorch float64 oracle the tests compare against |

@@ -21,7 +21,7 @@ import torch
 
 from . import dual
 from .inputs import one_hot
-from .. import distributed as D
+from . import collectives as D
 
 # Relative gradient error a result may carry: float64 keeps 8 digits; float32 half of its own.
 TOLERANCE = {torch.float64: 1e-8, torch.float32: math.sqrt(torch.finfo(torch.float32).eps)}

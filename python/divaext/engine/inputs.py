@@ -13,10 +13,9 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from . import validate as V
-from .. import distributed as D
+from . import collectives as D
 from .ops import _C
 from .blocks import BlockStream
-from ..labels import class_count
 from .rows import Rows
 from .sources import open_rows
 
@@ -212,5 +211,5 @@ def joint_num_classes(labels, val_labels) -> Optional[int]:
     """max + 1 over both sets of class indices (a shard's empty set counts for nothing)."""
     ints = [V.as_tensor(l, "labels") for l in (labels, val_labels)]
     if all(t.dim() == 1 and not t.is_floating_point() for t in ints):
-        return class_count(*ints) or None
+        return V.class_count(*ints) or None
     return None

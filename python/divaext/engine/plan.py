@@ -18,7 +18,7 @@ import torch
 
 from . import accuracy
 from . import validate as V
-from .. import distributed as D
+from . import collectives as D
 from .ops import ops
 from .rows import Rows
 

@@ -15,7 +15,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from . import validate as V
-from .. import distributed as D
+from . import collectives as D
 from .ops import ops
 
 ROW, SUM = "row", "sum"

@@ -250,3 +250,10 @@ def min_denominator(dtype: torch.dtype) -> float:
     with unit roundoff eps is about eps / D, so at D <= sqrt(eps) the LOO prediction (and its
     derivative, which divides by D twice) has lost at least half of its significant digits."""
     return math.sqrt(torch.finfo(dtype).eps)
+
+def class_count(*label_sets) -> int:
+    """The number of classes that (n,) class-index label sets (tensors or arrays) imply
+    together: their largest index + 1, so that the codes of every set fit one k. An empty set
+    (a shard's, say) or None counts for nothing; 0 when nothing is left."""
+    sizes = ((t, t.numel() if isinstance(t, torch.Tensor) else np.size(t)) for t in label_sets if t is not None)
+    return max((int(t.max()) + 1 for t, size in sizes if size), default=0)

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from ..engine import validate as V
-from .. import distributed as D
+from ..engine import collectives as D
 from ..derivative import Derivative, loo_derivative, val_derivative
 from ..engine.inputs import check_device as _check_device
 from ..labels import class_count, encode_label_sets, encode_labels

@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .. import distributed as D
+from ..engine import collectives as D
 from ..labels import class_count
 from . import _common as C
 from . import flag_cut as F

@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .. import distributed as D
+from ..engine import collectives as D
 from ..derivative import loo_predictions
 from . import _common as C
 from . import label_quality as LQ

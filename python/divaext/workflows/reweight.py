@@ -17,7 +17,7 @@ from typing import List, NamedTuple, Optional
 import torch
 
 from ..engine import validate as V
-from .. import distributed as D
+from ..engine import collectives as D
 from ..engine.progress import progress_bar
 from . import _common as C
 
