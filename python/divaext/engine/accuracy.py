@@ -103,15 +103,23 @@ def loo_cancellation(rows, y, a, h, fac, lam: float, k: int, f=None) -> float:
     return _kappa(y_max, float(_max_over_ranks(rows, [rows.agree(_max_row_norm, rows)])[0]), W, r_max)
 
 
+def _chunks(blocks, shape, elements: int = 1 << 22):
+    """(first row, rows) of each block in slices of a few million elements of [rows, d + k]
+    temporaries: an in-memory tensor is one block of all n rows, and its x·W must not be n×k."""
+    rows_per = max(1, elements // max(1, sum(shape)))
+    for s, xb in blocks:
+        for c in range(0, xb.shape[0], rows_per):
+            yield s + c, xb[c:c + rows_per]
+
+
 def _max_residual(rows, y, W: torch.Tensor, k: int) -> float:
     """max |y − x·W| over this process's rows (one read of them, a block at a time)."""
     out = 0.0
     blocks = iter(rows.blocks)
     try:
-        for s, xb in blocks:
-            if xb.shape[0]:
-                xb = xb.to(rows.dtype)  # half-precision features are computed in float32
-                out = max(out, _amax(one_hot(y[s:s + xb.shape[0]], k, xb.dtype) - xb @ W.to(xb.dtype)))
+        for s, xb in _chunks(blocks, W.shape):
+            xb = xb.to(rows.dtype)  # half-precision features are computed in float32
+            out = max(out, _amax(one_hot(y[s:s + xb.shape[0]], k, xb.dtype) - xb @ W.to(xb.dtype)))
     finally:  # stops a stream's reader thread, on errors too
         getattr(blocks, "close", lambda: None)()
     return out
@@ -139,9 +147,7 @@ def val_cancellation(rows, y, W: torch.Tensor, P: torch.Tensor) -> float:
         y_max = x_max = r_max = xp_max = 0.0
         blocks = iter(rows.blocks)
         try:
-            for s, xb in blocks:
-                if xb.shape[0] == 0:
-                    continue
+            for s, xb in _chunks(blocks, W.shape):
                 xb = xb.to(rows.dtype)  # half-precision features are computed in float32
                 yb = one_hot(y[s:s + xb.shape[0]], W.shape[1], xb.dtype)
                 r = yb - xb @ W.to(xb.dtype)
