@@ -51,12 +51,15 @@ def _keep_grad(ctx, inputs, output):
     ctx.save_for_backward(output[1])
 
 
-def _loo_derivative_backward(ctx, gloss, _ggrad):
-    (grad,) = ctx.saved_tensors
-    return None, None, gloss * grad, None, None, None, None, None, None
+def _weights_grad(num_inputs: int):
+    """The backward of an op returning (loss, grad): ∂loss/∂weights (input 2) is the saved grad."""
+    def backward(ctx, gloss, _ggrad):
+        (grad,) = ctx.saved_tensors
+        return (None, None, gloss * grad) + (None,) * (num_inputs - 3)
+    return backward
 
 
-loo_derivative_call.register_autograd(_loo_derivative_backward, setup_context=_keep_grad)
+loo_derivative_call.register_autograd(_weights_grad(9), setup_context=_keep_grad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,12 +82,7 @@ def _(features, labels, weights, val_features, val_labels, lam, loss, num_classe
     return features.new_empty(()), features.new_empty(features.shape[0])
 
 
-def _val_derivative_backward(ctx, gloss, _ggrad):
-    (grad,) = ctx.saved_tensors
-    return None, None, gloss * grad, None, None, None, None, None, None, None, None
-
-
-val_derivative_call.register_autograd(_val_derivative_backward, setup_context=_keep_grad)
+val_derivative_call.register_autograd(_weights_grad(11), setup_context=_keep_grad)
 
 
 # ---------------------------------------------------------------------------------------
