@@ -62,27 +62,39 @@ def _leftovers(directory):
 # detect
 
 
-def test_detect_csv_matches_library(data, capsys):
+def test_detect_csv_is_the_python_table(data, capsys):
+    """The CLI's file and DetectResult.to_dataframe() are one table: same columns, same rows in
+    the same (worst first) order, the same values."""
+    pd = pytest.importorskip("pandas")
     d, x, noisy, _ = data
     code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam", "0.5", "--loss", "ce",
                            "-o", d / "scores.csv", "--no-progress"], capsys)
     assert code == 0, err
-    rows = _read_csv(d / "scores.csv")
-    assert list(rows[0]) == ["index", "label", "score", "grad", "detrimental", "label_quality", "predicted_label",
-                             "predicted_prob"]
-    assert len(rows) == N
+    got = pd.read_csv(d / "scores.csv")
     ref = detect(torch.from_numpy(x), torch.from_numpy(noisy), lam=0.5, loss="ce")
-    np.testing.assert_allclose([float(r["score"]) for r in rows], ref.scores.numpy(), rtol=1e-5, atol=1e-7)
-    assert [int(r["detrimental"]) for r in rows] == ref.detrimental.int().tolist()
-    assert [int(r["label"]) for r in rows] == noisy.tolist()
-    np.testing.assert_allclose([float(r["label_quality"]) for r in rows], ref.label_quality.numpy(), rtol=1e-5)
+    want = ref.to_dataframe()
+    assert list(got.columns) == list(want.columns) == ["id", "given_label", "suggested_label", "label_quality",
+                                                      "score", "flag"]
+    assert len(got) == N and got["id"].tolist() == want["id"].tolist()  # the same order ...
+    assert got["id"].tolist() != list(range(N))  # ... which is not the input order: worst first
+    for col in ("given_label", "suggested_label", "flag"):
+        assert got[col].tolist() == want[col].tolist()
+    for col in ("label_quality", "score"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-5, atol=1e-7)  # the CSV holds 9 digits
+    assert got["given_label"].tolist() == noisy[got["id"]].tolist()  # ids travel with their rows
     assert f"{int(ref.detrimental.sum())} of {N} samples flagged (the automatic count; {ref.num_issues} labels" in out
+    code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam", "0.5", "--input-order", "-o", d / "in.csv"],
+                        capsys)
+    assert code == 0, err
+    kept = pd.read_csv(d / "in.csv")
+    assert kept["id"].tolist() == list(range(N)) and kept["given_label"].tolist() == noisy.tolist()
+    np.testing.assert_allclose(kept["score"], ref.scores.numpy(), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("method", ["primal", "dual"])
 def test_detect_method_matches_library(data, capsys, method):
     d, x, noisy, _ = data
-    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam", "0.5", "--method", method,
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam", "0.5", "--method", method, "--input-order",
                            "--dtype", "float64", "-o", d / "scores.csv", "--no-progress"], capsys)
     assert code == 0, err
     ref = detect(torch.from_numpy(x).double(), torch.from_numpy(noisy), lam=0.5, method=method)
@@ -101,7 +113,8 @@ def test_detect_json_with_true_labels_and_plot(data, capsys):
     assert meta["command"] == "detect" and meta["threshold"] == "eps" and meta["cut"] == 0.1
     assert meta["lam"] == pytest.approx(3 * meta["lam_model"]) and meta["lam_model"] > 0  # "loo" resolved, ×3
     assert len(rows) == N and sum(r["mislabeled"] for r in rows) == 9
-    assert all(r["detrimental"] == int(r["score"] > 0.1) for r in rows)
+    assert all(r["flag"] == (r["score"] > 0.1) for r in rows)
+    assert [r["flag"] for r in rows] == sorted((r["flag"] for r in rows), reverse=True)  # flagged first
     assert 0.9 <= meta["auc"] <= 1.0  # 9 clearly wrong labels among separated blobs
     assert "AUC" in out
     assert (d / "hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -115,13 +128,13 @@ def test_detect_json_with_true_labels_and_plot(data, capsys):
 @pytest.mark.parametrize("rank_by", ["label_quality", "score"])
 def test_detect_rank_by_and_sorted_rows(data, capsys, rank_by):
     d, *_ = data
-    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--rank-by", rank_by, "--top-k", "5", "--sort",
+    code, out, err = _run(["detect", d / "x.npy", d / "y.npy", "--rank-by", rank_by, "--top-k", "5",
                            "-o", d / "scores.json"], capsys)
     assert code == 0, err
     doc = json.loads((d / "scores.json").read_text())
     assert doc["meta"]["rank_by"] == rank_by and f"ranked by {rank_by}" in out
     rows = doc["rows"]
-    assert [r["detrimental"] for r in rows[:6]] == [1] * 5 + [0]  # the flagged first ...
+    assert [r["flag"] for r in rows[:6]] == [True] * 5 + [False]  # the flagged first ...
     key = [r["label_quality"] for r in rows[:5]] if rank_by == "label_quality" else [-r["score"] for r in rows[:5]]
     assert key == sorted(key)  # ... most suspicious first
 
@@ -163,10 +176,10 @@ def test_label_formats_give_same_scores(data, capsys, fmt):
     assert code == 0, err
     got, ref = _read_csv(d / "got.csv"), _read_csv(d / "ref.csv")
     if fmt.endswith("-names"):  # class names come back as names
-        assert [r["label"] for r in got] == [["ant", "bee", "cat"][c] for c in noisy]
-        assert [r["predicted_label"] for r in got] == [["ant", "bee", "cat"][int(r["predicted_label"])] for r in ref]
+        assert [r["given_label"] for r in got] == [["ant", "bee", "cat"][noisy[int(r["id"])]] for r in got]
+        assert [r["suggested_label"] for r in got] == [["ant", "bee", "cat"][int(r["suggested_label"])] for r in ref]
         for r in got + ref:
-            del r["label"], r["predicted_label"]
+            del r["given_label"], r["suggested_label"]
     assert got == ref
 
 
@@ -185,7 +198,7 @@ def test_class_names_agree_across_files(tmp_path, capsys):
                         capsys)
     assert code == 0, err
     rows = _read_csv(tmp_path / "sel.csv")
-    assert rows and all(r["label"] == names[yp[int(r["pool_index"])]] for r in rows)
+    assert rows and all(r["given_label"] == names[yp[int(r["pool_index"])]] for r in rows)
     np.save(tmp_path / "yi.npy", yp)
     code, _, err = _run(["extend", tmp_path / "xc.npy", tmp_path / "yc.csv", tmp_path / "xp.npy", tmp_path / "yi.npy",
                          "-o", tmp_path / "sel2.csv", "--no-header"], capsys)
@@ -309,7 +322,8 @@ def test_extend_selection_and_error_curve(tmp_path, capsys):
     idx = [int(r["pool_index"]) for r in rows]
     assert 0 < len(idx) <= 30 and len(set(idx)) == len(idx) and all(0 <= i < 60 for i in idx)
     assert [int(r["round"]) for r in rows] == sorted(int(r["round"]) for r in rows)
-    assert all(int(r["label"]) == yp[i] for r, i in zip(rows, idx))
+    assert all(int(r["given_label"]) == yp[i] for r, i in zip(rows, idx))
+    assert [int(r["id"]) for r in rows] == idx  # no pool ids given: the pool row
     assert sum(i < 12 for i in idx) <= 2  # the wrong-label pool samples are (mostly) left out
     assert "test error" in out and (tmp_path / "err.png").stat().st_size > 0
 
@@ -408,30 +422,39 @@ def test_python_m_divaext_help():
 # ids, settings, sorting, version
 
 
-def test_id_column_settings_and_sort(data, capsys):
+def test_id_column_settings_and_order(data, capsys):
     pd = pytest.importorskip("pandas")
     d, x, noisy, _ = data
     ids = [f"img{i:03d}" for i in range(N)]
     pd.DataFrame({"id": ids, "category": np.array(["ant", "bee", "cat"])[noisy]}).to_csv(d / "l.csv", index=False)
     code, _, err = _run(["detect", d / "x.npy", d / "l.csv", "--id-column", "id", "--lam", "0.5", "--loss", "ce",
-                         "--sort", "-o", d / "s.csv"], capsys)
+                         "--sort", "-o", d / "s.csv"], capsys)  # --sort: accepted, now the default
     assert code == 0, err
     rows = _read_csv(d / "s.csv")
-    assert list(rows[0])[:2] == ["id", "index"]
-    key = [(-int(r["detrimental"]), float(r["label_quality"])) for r in rows]
+    assert list(rows[0]) == ["id", "given_label", "suggested_label", "label_quality", "score", "flag"]
+    key = [(r["flag"] != "True", float(r["label_quality"])) for r in rows]
     assert key == sorted(key)  # flagged first, then lowest label quality first (the default ranking)
-    assert all(r["id"] == ids[int(r["index"])] for r in rows)  # ids travel with their rows
+    names = np.array(["ant", "bee", "cat"])[noisy]
+    assert all(r["given_label"] == names[ids.index(r["id"])] for r in rows)  # ids travel with their rows
     meta = json.loads((d / "s.csv.meta.json").read_text())
     assert meta["lam"] == 0.5 and meta["loss"] == "ce" and meta["threshold"] == "auto" and meta["intercept"]
     assert meta["options"]["id_column"] == "id" and meta["version"] == __import__("divaext").__version__
-    code, _, err = _run(["reweight", d / "x.npy", d / "l.csv", "--id-column", "id", "--lam", "0.5", "--sort",
+    code, _, err = _run(["reweight", d / "x.npy", d / "l.csv", "--id-column", "id", "--lam", "0.5",
                          "--select", "none", "--steps", "2",
                          "-o", d / "w.json", "--no-progress"], capsys)
     assert code == 0, err
     doc = json.loads((d / "w.json").read_text())
+    assert list(doc["rows"][0]) == ["id", "given_label", "weight"]
     w = [r["weight"] for r in doc["rows"]]
-    assert w == sorted(w) and all(r["id"] == ids[r["index"]] for r in doc["rows"])
+    assert w == sorted(w) and w[0] < w[-1]  # lowest weight first, by default
+    assert all(r["given_label"] == names[ids.index(r["id"])] for r in doc["rows"])
     assert doc["meta"]["options"]["steps"] == 2 and not (d / "w.json.meta.json").exists()
+    code, _, err = _run(["reweight", d / "x.npy", d / "l.csv", "--id-column", "id", "--lam", "0.5",
+                         "--select", "none", "--steps", "2", "--input-order",
+                         "-o", d / "w_in.json", "--no-progress"], capsys)
+    assert code == 0, err
+    rows = json.loads((d / "w_in.json").read_text())["rows"]
+    assert [r["id"] for r in rows] == ids and sorted(r["weight"] for r in rows) == w
 
 
 def test_id_column_needs_a_table(data, capsys):
@@ -533,8 +556,9 @@ def test_detect_cut_flags_match_the_library(data, capsys):
                            "-o", d / "s.json"], capsys)
     assert code == 0, err
     doc = json.loads((d / "s.json").read_text())
-    assert [r["detrimental"] for r in doc["rows"]] == ref.detrimental.int().tolist()
-    assert sum(r["detrimental"] for r in doc["rows"]) == 5 and "the 5 most suspicious" in out
+    flags = {r["id"]: r["flag"] for r in doc["rows"]}
+    assert [flags[i] for i in range(N)] == ref.detrimental.tolist()
+    assert sum(flags.values()) == 5 and "the 5 most suspicious" in out
     assert doc["meta"]["threshold"] == "top_k" and doc["meta"]["intercept"] is False
     code, _, err = _run(["detect", d / "x.npy", d / "y.npy", "--lam-factor", "2", "-o", d / "f.json"], capsys)
     assert code == 0, err

@@ -47,6 +47,7 @@ def test_trec_default_ranking_is_label_quality_and_the_frame_follows_it(trec):
     assert res.settings["rank_by"] == "label_quality"
     df = res.to_dataframe()
     k = int(res.detrimental.sum())
-    assert df["detrimental"].to_numpy()[:k].all() and not df["detrimental"].to_numpy()[k:].any()
+    assert df["flag"].to_numpy()[:k].all() and not df["flag"].to_numpy()[k:].any()
     assert (np.diff(df["label_quality"].to_numpy()[:k]) >= 0).all()
-    assert (df["predicted_label"].to_numpy()[:k] != y.numpy()[df["id"].to_numpy()[:k]]).all()
+    assert (df["suggested_label"].to_numpy()[:k] != y.numpy()[df["id"].to_numpy()[:k]]).all()
+    assert (df["given_label"].to_numpy() == y.numpy()[df["id"].to_numpy()]).all()

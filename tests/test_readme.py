@@ -95,3 +95,23 @@ def test_command_lines_run(line, tmp_path, monkeypatch, capsys):
     assert code == 0, f"{line}: {err}"
     out = argv[argv.index("-o") + 1]
     assert (tmp_path / out).stat().st_size > 0
+
+
+def test_readme_detect_line_writes_the_python_table(tmp_path, monkeypatch, capsys):
+    """The README's `divaext detect ... -o scores.csv` and its Python `det.to_dataframe()` give
+    one table: the same columns and the same rows in the same order."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("matplotlib")  # the line draws --plot too
+    import divaext
+
+    line = next(c for c in COMMANDS if c.split()[1] == "detect" and "scores.csv" in c)
+    monkeypatch.chdir(tmp_path)
+    _files(tmp_path)
+    assert main(shlex.split(line)[1:] + ["--no-progress"]) == 0, capsys.readouterr().err
+    got = pd.read_csv(tmp_path / "scores.csv")
+    labels = pd.read_csv(tmp_path / "labels.csv")["label"].to_numpy()
+    want = divaext.detect(np.load(tmp_path / "x.npy"), labels).to_dataframe()
+    assert list(got.columns) == list(want.columns) == ["id", "given_label", "suggested_label", "label_quality",
+                                                      "score", "flag"]
+    assert got["id"].tolist() == want["id"].tolist() and got["flag"].tolist() == want["flag"].tolist()
+    np.testing.assert_allclose(got["label_quality"], want["label_quality"], rtol=1e-5, atol=1e-7)

@@ -98,17 +98,18 @@ def test_to_dataframe_is_ranked_worst_first_with_ids():
     res = detect(data.x, data.y)
     ids = [f"s{i}" for i in range(80)]
     df = res.to_dataframe(ids=ids, classes=["a", "b", "c", "d"])
-    assert list(df.columns) == ["id", "score", "detrimental", "label_quality", "predicted_label", "predicted_prob"]
-    flagged = df["detrimental"].to_numpy()
+    assert list(df.columns) == ["id", "given_label", "suggested_label", "label_quality", "score", "flag"]
+    flagged = df["flag"].to_numpy()
     assert flagged[: flagged.sum()].all()  # flagged first ...
     assert (np.diff(df["label_quality"].to_numpy()[: flagged.sum()]) >= 0).all()  # ... by the ranking
     by_score = detect(data.x, data.y, rank_by="score").to_dataframe()
-    f = by_score["detrimental"].to_numpy()
+    f = by_score["flag"].to_numpy()
     assert (np.diff(by_score["score"].to_numpy()[: f.sum()]) <= 0).all()
     row = df.iloc[0]
     i = ids.index(row["id"])
     assert row["score"] == pytest.approx(float(res.scores[i]))
-    assert row["predicted_label"] == "abcd"[int(res.predicted_label[i])]
+    assert row["suggested_label"] == "abcd"[int(res.predicted_label[i])]
+    assert row["given_label"] == "abcd"[int(data.y[i])]
     with pytest.raises(ValueError, match="ids has 3 entries, expected 80"):
         res.to_dataframe(ids=ids[:3])
 

@@ -45,11 +45,15 @@ def test_detect_with_validation_set():
 
 def test_detect_numpy_float32_and_result_types():
     data = blobs(150, flip=0.2, seed=5, dtype=torch.float32)
-    res = detect(data.x.numpy(), data.y.numpy())
-    assert res.scores.dtype == torch.float32 and res.scores.device.type == "cpu"
-    assert res.detrimental.dtype == torch.bool and res.scores.shape == (150,)
+    res = detect(data.x.numpy(), data.y.numpy())  # NumPy in → NumPy out
+    assert isinstance(res.scores, np.ndarray) and res.scores.dtype == np.float32
+    assert res.detrimental.dtype == np.bool_ and res.scores.shape == (150,)
+    assert res.predicted_label.dtype == np.int64 and isinstance(res.label_quality, np.ndarray)
     assert isinstance(res.loss, float)
-    assert auc(res.scores, data.flipped) > 0.9
+    assert auc(torch.from_numpy(res.scores), data.flipped) > 0.9
+    res_t = detect(data.x, data.y)  # tensors in → tensors out
+    assert res_t.scores.dtype == torch.float32 and res_t.scores.device.type == "cpu"
+    np.testing.assert_array_equal(res.scores, res_t.scores.numpy())
 
 
 def test_detect_on_device(device, dtype):

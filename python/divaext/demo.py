@@ -98,14 +98,9 @@ def run_demo(out_dir: Optional[str] = "divaext-demo", *, noise: float = 0.2, see
         paths.update(scores=os.path.join(out_dir, "scores_histogram.png"),
                      loss=os.path.join(out_dir, "reweight_loss.png"))
     with dio.StagedOutputs() as out:
-        if plots:
-            from . import plots as P
-
-            # the automatic cut is on the label quality, not on these scores: no line
-            P.score_histogram(scores, out.path(paths["scores"]), mislabeled=mislabeled, eps=float("inf"),
-                              title=f"TREC, {noise:.0%} label noise: DIVA scores")
-            P.loss_curve(result.reweight_losses, out.path(paths["loss"]), ylabel=f"LOO {rw.settings['loss']} loss",
-                         title="Reweighting: LOO loss per step")
+        if plots:  # the pictures of the result objects (and of the divaext command)
+            det.plot(out.path(paths["scores"]), mislabeled=mislabeled, title=f"TREC, {noise:.0%} label noise: DIVA scores")
+            rw.plot(out.path(paths["loss"]))  # the loss per step, or "weights kept" with the held-out evidence
         result = result._replace(files=list(paths.values()), seconds=time.perf_counter() - t0)
         with open(out.path(paths["summary"]), "w", encoding="utf-8") as f:
             json.dump(_summary(result), f, indent=1)

@@ -12,6 +12,7 @@ from .. import io as dio
 from ..engine.progress import progress_bar
 from .parser import default_loss
 from ..labels import class_count
+from ..workflows import table
 
 
 def cmd_detect(args) -> None:
@@ -35,26 +36,17 @@ def cmd_detect(args) -> None:
     lam = res.settings["lam"]
     meta = {**S.settings(args, **res.settings), "num_issues": res.num_issues, "loss_value": float(res.loss),
             "n": len(labels), "n_detrimental": int(flagged.sum()), "seconds": seconds}
-    columns = {**S.id_column(lab), "index": np.arange(len(labels)), "label": args.classes.show(labels), "score": scores,
-               "grad": S.to_numpy(res.grad), "detrimental": flagged.astype(int)}
-    if res.label_quality is not None:
-        columns.update(label_quality=S.to_numpy(res.label_quality),
-                       predicted_label=args.classes.show(S.to_numpy(res.predicted_label)),
-                       predicted_prob=S.to_numpy(res.predicted_prob))
     mislabeled = None
     if true_y is not None:
         mislabeled = true_y != labels
-        columns["mislabeled"] = mislabeled.astype(int)
         meta.update(S.metrics(scores, flagged, mislabeled))
-    if args.sort:  # flagged first, then by the ranking the flags were cut on
-        columns = S.sorted_rows(columns, np.lexsort((-S.to_numpy(res.ranking), ~flagged)), is_order=True)
+    # the table of res.to_dataframe(), plus the known noise when given
+    columns = table.detect_table(res, lab.ids, args.classes.names, worst_first=not args.input_order,
+                                 extra=None if mislabeled is None else {"mislabeled": mislabeled})
     with dio.StagedOutputs() as out:
         dio.write_table(out, args.output, columns, meta)
         if args.plot:
-            from .. import plots
-
-            plots.score_histogram(scores, out.path(args.plot), flagged=flagged, mislabeled=mislabeled,
-                                  eps=res.threshold if res.settings["threshold"] == "eps" else float("inf"), title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
+            res.plot(out.path(args.plot), mislabeled=mislabeled, title=f"DIVA scores ({args.loss}, λ={lam:.3g})")
     rule = {"auto": f"the automatic count; {res.num_issues} labels estimated wrong",
             "eps": f"score > {res.threshold:g}", "top_k": f"the {args.top_k} most suspicious"}[res.settings["threshold"]]
     rule += f", ranked by {res.settings['rank_by']}"
@@ -83,15 +75,11 @@ def cmd_reweight(args) -> None:
     lam, args.loss = res.lam, res.settings["loss"]
     meta = {**S.settings(args, **res.settings, lam_refit=res.lam), "note": res.note, "evidence": res.evidence,
             "losses": losses, "n": len(labels), "n_zero_weight": int((weights == 0).sum()), "seconds": seconds}
-    columns = {**S.id_column(lab), "index": np.arange(len(labels)), "label": args.classes.show(labels), "weight": weights}
-    if args.sort:
-        columns = S.sorted_rows(columns, weights)
+    columns = table.reweight_table(res, lab.ids, args.classes.names, worst_first=not args.input_order)
     with dio.StagedOutputs() as out:
         dio.write_table(out, args.output, columns, meta)
-        if args.plot:
-            from .. import plots
-
-            plots.loss_curve(losses, out.path(args.plot), ylabel=f"{'validation' if val else 'LOO'} {args.loss} loss")
+        if args.plot:  # the loss per step, or the held-out evidence when the weights were kept
+            res.plot(out.path(args.plot), ylabel=f"{'validation' if val else 'LOO'} {args.loss} loss")
     print(f"reweight: {res.note or 'applied the recipe as given'}; λ={lam:.4g}, loss "
           + " → ".join(f"{v:.4f}" for v in losses) + f"; {meta['n_zero_weight']} of {len(labels)} weights at 0; "
           f"{seconds:.2f} s")
@@ -129,8 +117,7 @@ def cmd_extend(args) -> None:
         curve = _error_curve(xc, yc, xp, yp, order, test, lam, k, args.seed, not args.no_progress, args.intercept)
         meta["test_error_core"] = curve["errors"]["DIVA"][0]
         meta["test_error_selected"] = curve["errors"]["DIVA"][-1]
-    columns = {"rank": np.arange(len(order)), "pool_index": order, **S.id_column(pool_lab, order),
-               "label": args.classes.show(S.to_numpy(yp)[order]), "round": res.round_of_each()}
+    columns = table.extend_table(res, pool_lab.ids, args.classes.names)
     with dio.StagedOutputs() as out:
         dio.write_table(out, args.output, columns, meta)
         if args.plot:
@@ -139,8 +126,7 @@ def cmd_extend(args) -> None:
             if curve is not None:
                 plots.error_curve(curve["counts"], curve["errors"], out.path(args.plot))
             else:  # no test set: what the selection did to the LOO loss of core + selected
-                plots.loss_curve(losses, out.path(args.plot), xlabel="extension round",
-                                 ylabel=f"LOO {args.loss} loss", title="LOO loss per round")
+                res.plot(out.path(args.plot), ylabel=f"LOO {args.loss} loss")
     print(f"extend: selected {len(order)} of {len(yp)} pool samples in {len(res.rounds)} round(s); "
           f"λ={lam:.4g}; {seconds:.2f} s")
     if curve is not None:

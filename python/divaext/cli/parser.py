@@ -66,14 +66,14 @@ def default_loss(command: str) -> str:
 
 
 def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional[str], loss_default: str,
-            sort_help: Optional[str] = None) -> None:
+            order_help: Optional[str] = None) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--features-key", metavar="KEY", help="array name inside .npz/.pt feature files")
     g.add_argument("--labels-key", metavar="KEY", help="array name inside .npz/.pt label files")
     g.add_argument("--labels-column", metavar="COL",
                    help="column (name or 0-based index) of .csv/.tsv/.parquet labels")
     g.add_argument("--id-column", metavar="COL",
-                   help="column of the labels table with sample ids, written into the results")
+                   help="column of the labels table with sample ids: the results' id column (default: the row)")
     g.add_argument("--no-header", action="store_true",
                    help="the first row of a .csv/.tsv labels table is data (default: a header "
                         "unless every cell of it is a number)")
@@ -96,8 +96,10 @@ def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional
                    help=output_help + "; a .csv/.tsv gets the settings used in PATH.meta.json")
     if plot_help:
         o.add_argument("--plot", metavar="PATH", help=plot_help + " (.png/.pdf/.svg; needs matplotlib)")
-    if sort_help:
-        o.add_argument("--sort", action="store_true", help=sort_help)
+    if order_help:
+        o.add_argument("--input-order", action="store_true", help=order_help)
+        o.add_argument("--sort", action="store_true",
+                       help="accepted for one release and ignored: worst first is now the default")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="DIVA dataset derivatives on fixed features: find mislabeled samples, "
                     "reweight a dataset, or extend it from a pool.")
     from .. import __version__
+    from ..workflows import table  # the column names, as the Python tables have them
 
     parser.add_argument("--version", action="version", version=f"divaext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -125,9 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "first, among those whose LOO prediction is not their label.")
     p.add_argument("features", help="(n, d) features: .npy, .npz or .pt")
     p.add_argument("labels", help="(n,) labels: .npy, .npz, .pt, .csv, .tsv or .parquet")
-    _common(p, output_help="scores file, .csv, .tsv or .json ([id,] index, label, score, grad, detrimental)",
+    _common(p, output_help="scores file, .csv, .tsv or .json: the table of DetectResult.to_dataframe() ("
+                           + ", ".join(table.DETECT_COLUMNS) + "; label_quality low = suspicious, score high = "
+                           "harmful, flag = likely mislabeled; + mislabeled with --true-labels)",
             plot_help="histogram of the scores, flagged vs kept", loss_default=default_loss("detect"),
-            sort_help="rows flagged first, then most suspicious first by --rank-by (default: input order)")
+            order_help="keep the rows in input order (default: worst first, as DetectResult.to_dataframe(): "
+                       "the flagged rows, then the rest, each most suspicious first by --rank-by)")
     p.add_argument("--rank-by", choices=("auto", "label_quality", "score"), default="auto",
                    help="order of suspicion: label_quality (lowest first; auto with class labels) or "
                         "score (highest DIVA score first; auto with float targets)")
@@ -146,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "LOO (or validation) loss, keeping weights >= 0.")
     p.add_argument("features")
     p.add_argument("labels")
-    _common(p, output_help="weights file, .csv, .tsv or .json ([id,] index, label, weight)",
-            plot_help="LOO loss per step", loss_default="chosen with --select auto, ce with --select none",
-            sort_help="rows by weight, lowest first (default: input order)")
+    _common(p, output_help="weights file, .csv, .tsv or .json: the table of ReweightResult.to_dataframe() ("
+                           + ", ".join(table.REWEIGHT_COLUMNS) + ")",
+            plot_help="LOO loss per step (when the weights were kept: the held-out evidence, titled 'weights kept')",
+            loss_default="chosen with --select auto, ce with --select none",
+            order_help="keep the rows in input order (default: lowest weight first, as ReweightResult.to_dataframe())")
     p.add_argument("--select", choices=("auto", "none"), default="auto",
                    help="auto (default): choose loss, steps and step size by K-fold held-out accuracy "
                         "and keep uniform weights unless a recipe beats them; none: apply the recipe as given")
@@ -165,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("core_labels")
     p.add_argument("pool_features")
     p.add_argument("pool_labels")
-    _common(p, output_help="selection file, .csv, .tsv or .json (rank, pool_index, [id,] label, round)",
+    _common(p, output_help="selection file, .csv, .tsv or .json: the table of ExtendResult.to_dataframe() ("
+                           + ", ".join(table.EXTEND_COLUMNS) + "), in selection order",
             plot_help="test error vs number of added samples with --test-features/--test-labels, "
                       "else the LOO loss per round",
             loss_default=default_loss("extend"))

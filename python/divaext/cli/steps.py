@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import io as dio
-from ..labels import decode_labels, encode_labels
+from ..labels import encode_labels
 
 
 class Classes:
@@ -37,10 +37,6 @@ class Classes:
         self.kind, self.names = kind, names
         return codes.numpy()
 
-    def show(self, y: np.ndarray) -> np.ndarray:
-        """Labels as written to the output: the class names when the input had names."""
-        return decode_labels(y, self.names)
-
 
 def load_labels(args, path: str) -> dio.Labels:
     """The labels file at ``path`` with its values encoded as int64 class indices."""
@@ -62,13 +58,6 @@ def load_xy(args, features: str, labels: str, what: str):
                              + hint)
     dtype = getattr(torch, args.dtype)
     return torch.from_numpy(x).to(args.device, dtype), torch.from_numpy(lab.values).to(args.device), lab
-
-
-def id_column(lab: dio.Labels, rows=None) -> dict:
-    """The id column for the output table (first), when --id-column was given."""
-    if lab.ids is None:
-        return {}
-    return {lab.id_name: lab.ids if rows is None else lab.ids[rows]}
 
 
 def lam_arg(args):
@@ -153,12 +142,6 @@ def metrics(scores, flagged, mislabeled) -> dict:
 
     m = detection_metrics(scores, flagged, mislabeled)
     return {"auc": None if math.isnan(m.auc) else m.auc, "f1": m.f1, "precision": m.precision, "recall": m.recall}
-
-
-def sorted_rows(columns: dict, key: np.ndarray, is_order: bool = False) -> dict:
-    """The rows in ascending ``key`` order (or in the order ``key`` lists, with ``is_order``)."""
-    order = key if is_order else np.argsort(key, kind="stable")
-    return {name: np.asarray(values)[order] for name, values in columns.items()}
 
 
 def to_numpy(t) -> np.ndarray:

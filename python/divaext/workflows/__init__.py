@@ -9,7 +9,9 @@
 - :func:`augmentation_weights`: each data transformation's share after reweighting.
 
 All accept torch tensors or numpy arrays on CPU or CUDA, compute on the features' device and
-return CPU tensors.
+return their per-sample results on the CPU: NumPy arrays for NumPy features, tensors for
+tensors (:mod:`.returns`). The per-sample tables (``to_dataframe()``, and the files of the
+``divaext`` command) are defined once in :mod:`.table`.
 """
 from .augment import AugmentResult, augmentation_weights
 from .detect import DetectResult, detect

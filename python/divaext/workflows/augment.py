@@ -11,13 +11,15 @@ import torch
 
 from ..engine import validate as V
 from . import _common as C
+from .returns import like_input
 from .reweight import reweight
 
 
 class AugmentResult(NamedTuple):
     """``probabilities``: transformation name → its share of the total weight after
     reweighting (they sum to 1); ``weights`` (len(names)·n,) the reweighted union, copies in
-    the order of the dict (copy t holds rows t·n … (t+1)·n − 1). On the CPU."""
+    the order of the dict (copy t holds rows t·n … (t+1)·n − 1). On the CPU; a NumPy array
+    when the features were NumPy, a tensor for tensors."""
 
     probabilities: Dict[str, float]
     weights: torch.Tensor
@@ -77,4 +79,4 @@ def augmentation_weights(augmented: Dict[str, object], labels, *, lam: float = 1
     total = float(shares.sum())
     if total <= 0:
         raise ValueError("divaext: reweighting drove every weight to zero; use a smaller step_size or fewer steps")
-    return AugmentResult({name: float(s) / total for name, s in zip(names, shares)}, w)
+    return like_input(augmented[names[0]], AugmentResult({name: float(s) / total for name, s in zip(names, shares)}, w))

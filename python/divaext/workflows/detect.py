@@ -22,6 +22,7 @@ from . import _common as C
 from . import flag_cut as F
 from . import label_quality as LQ
 from .probs import class_labels, probs_on_device
+from .returns import like_input
 
 # λ of the derivative = this × the λ of the lowest LOO error, when lam="auto". Chosen on our
 # six evaluation sets with noise draws 0–2 (RESULTS.md, "How the defaults were chosen"): the
@@ -31,17 +32,19 @@ DETECT_LAM_FACTOR = 3.0
 
 
 class DetectResult(NamedTuple):
-    """Per sample (n,), on the CPU: ``scores`` the DIVA score ``grad · Σa`` (higher = more
-    harmful; 0 where the derivative is below its rounding level); ``grad`` the raw derivative
-    ∂L/∂a; ``detrimental`` bool, the flag ("likely mislabeled"); ``label_quality`` in [0, 1],
-    the calibrated LOO probability of the given label (low = suspicious); ``predicted_label``
-    int64, the LOO prediction; ``predicted_prob`` its calibrated probability. ``loss`` the
-    loss at the given weights; ``num_issues`` confident learning's estimate of how many labels
-    are wrong; ``ranking`` the order of suspicion (higher = more suspicious: ``1 −
-    label_quality`` or the score, ``settings["rank_by"]``); ``threshold`` the cut that was
-    applied (``inf`` when nothing is flagged): on ``ranking`` for the automatic and top-k
-    rules, on ``scores`` for ``eps``; ``settings`` what was used (λ, factor, loss, intercept,
-    threshold rule, ranking, temperature). The label fields are None for float targets.
+    """Per sample (n,), on the CPU, NumPy arrays when the features were NumPy (tensors for
+    tensors): ``scores`` the DIVA score ``grad · Σa`` (**higher = more harmful**; 0 where the
+    derivative is below its rounding level); ``grad`` the raw derivative ∂L/∂a;
+    ``detrimental`` bool, the flag ("likely mislabeled"); ``label_quality`` in [0, 1], the
+    calibrated LOO probability of the given label (**low = suspicious**, as cleanlab's);
+    ``predicted_label`` int64, the LOO prediction; ``predicted_prob`` its calibrated
+    probability; ``labels`` the given labels as class indices. ``loss`` the loss at the given
+    weights; ``num_issues`` confident learning's estimate of how many labels are wrong;
+    ``ranking`` the order of suspicion (higher = more suspicious: ``1 − label_quality`` or the
+    score, ``settings["rank_by"]``); ``threshold`` the cut that was applied (``inf`` when
+    nothing is flagged): on ``ranking`` for the automatic and top-k rules, on ``scores`` for
+    ``eps``; ``settings`` what was used (λ, factor, loss, intercept, threshold rule, ranking,
+    temperature). The label fields are None for float targets.
 
     Under the automatic rule no flagged sample has ``predicted_label`` equal to its label.
     Samples the model agrees with can still have high ``scores`` (harmful to the loss but
@@ -60,35 +63,32 @@ class DetectResult(NamedTuple):
     settings: Optional[dict] = None
     classes: Optional[object] = None  # the class names when the labels were names (strings, …)
     ranking: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None  # (n,) the given labels as class indices (None for float targets)
 
-    def to_dataframe(self, ids=None, classes=None):
-        """A pandas DataFrame, one row per sample, worst first (flagged, then by ``ranking``).
+    def to_dataframe(self, ids=None, classes=None, *, worst_first: bool = True):
+        """A pandas DataFrame, one row per sample: ``id, given_label, suggested_label,
+        label_quality, score, flag`` — the table ``divaext detect`` writes
+        (:mod:`divaext.workflows.table`). Which way is bad: ``label_quality`` low = suspicious
+        (as cleanlab's), ``score`` high = harmful, ``flag`` True = likely mislabeled.
 
-        ``ids``: optional (n,) identifiers (a column ``id``; default the row index);
-        ``classes``: names of the class indices for ``predicted_label`` (default: the names
-        of the labels given to :func:`detect`, if they were names).
+        Rows worst first: the flagged samples, then the rest, each most suspicious first
+        (``ranking``); ``worst_first=False`` keeps the input order. ``ids``: optional (n,)
+        identifiers (default: the row index); ``classes``: names of the class indices
+        (default: the names of the labels given to :func:`detect`, if they were names).
+        Without class labels (float targets) the three label columns are left out.
         """
-        import numpy as np
-        import pandas as pd
+        from . import table
 
-        classes = self.classes if classes is None else classes
-        n = self.scores.shape[0]
-        cols = {"id": list(ids) if ids is not None else list(range(n)), "score": self.scores.numpy(),
-                "detrimental": self.detrimental.numpy()}
-        if ids is not None and len(cols["id"]) != n:
-            raise ValueError(f"divaext: ids has {len(cols['id'])} entries, expected {n}")
-        if self.label_quality is not None:
-            pred = self.predicted_label.numpy()
-            if classes is not None and len(pred) and len(classes) <= int(pred.max()):
-                raise ValueError(f"divaext: classes has {len(classes)} names but the predicted labels go up to class "
-                                 f"index {int(pred.max())}; give one name per class")
-            cols.update(label_quality=self.label_quality.numpy(),
-                        predicted_label=[classes[i] for i in pred] if classes is not None else pred,
-                        predicted_prob=self.predicted_prob.numpy())
-        df = pd.DataFrame(cols)
-        key = (self.ranking if self.ranking is not None else self.scores).numpy()
-        order = np.lexsort((-key, ~cols["detrimental"]))  # flagged first, then most suspicious first
-        return df.iloc[order].reset_index(drop=True)
+        return table.frame(table.detect_table(self, ids, classes, worst_first=worst_first))
+
+    def plot(self, path=None, *, mislabeled=None, title: str = "DIVA scores"):
+        """The histogram ``divaext detect --plot`` draws (:func:`divaext.plots.detect_figure`):
+        scores of the flagged vs the kept samples, or of the ``mislabeled`` vs clean ones when
+        an (n,) bool mask of known noise is given; saved to ``path`` when given. Returns the
+        matplotlib Figure (needs matplotlib: the ``[cli]`` extra)."""
+        from .. import plots
+
+        return plots.detect_figure(self, path, mislabeled=mislabeled, title=title)
 
 
 def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[float] = None,
@@ -195,8 +195,8 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
         flag = ok & (order > cut)
     settings = {"lam": lam_model * factor, "lam_model": lam_model, "lam_factor": factor, "loss": loss,
                 "intercept": intercept, "threshold": rule, "cut": cut, "rank_by": rank_by, "temperature": temperature}
-    return DetectResult(C.cpu(scores), C.cpu(d.grad), flag, loss_value, quality, pred, pred_p, num_issues,
-                        cut, settings, classes, order)
+    return like_input(features, DetectResult(C.cpu(scores), C.cpu(d.grad), flag, loss_value, quality, pred, pred_p,
+                                             num_issues, cut, settings, classes, order, C.cpu(y) if pred is not None else None))
 
 
 def _rule(threshold, eps, top_k):

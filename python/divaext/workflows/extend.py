@@ -15,36 +15,33 @@ import torch
 from ..engine import validate as V
 from ..engine.progress import progress_bar
 from . import _common as C
+from .returns import like_input
 
 
 class ExtendResult(NamedTuple):
-    """``order``: int64 pool indices in the order they were selected (most useful first);
-    ``losses[r]``: the LOO loss over the core + selected samples when ``rounds[r]`` pool
-    samples had been selected (``rounds[0] = 0``: the core alone; the last entry is the
-    final selection); ``pool_size``: the number of pool rows (None on a result built by hand)."""
+    """``order``: int64 pool indices in the order they were selected (most useful first; a
+    NumPy array when the features were NumPy, a tensor for tensors); ``losses[r]``: the LOO
+    loss over the core + selected samples when ``rounds[r]`` pool samples had been selected
+    (``rounds[0] = 0``: the core alone; the last entry is the final selection);
+    ``pool_size``: the number of pool rows (None on a result built by hand); ``labels`` the
+    pool's labels (class indices or (n_p, k) targets) and ``classes`` their names where the
+    labels were names."""
 
     order: torch.Tensor
     losses: List[float]
     rounds: List[int]
     pool_size: Optional[int] = None
+    labels: Optional[torch.Tensor] = None
+    classes: Optional[object] = None
 
-    def to_dataframe(self, ids=None):
-        """A pandas DataFrame of the selected pool samples in selection order: ``rank``,
-        ``pool_index``, ``round`` (1-based) and, with ``ids`` (one per pool row), ``id``."""
-        import numpy as np
-        import pandas as pd
+    def to_dataframe(self, ids=None, classes=None):
+        """A pandas DataFrame of the selected pool samples in selection order: ``rank,
+        id, pool_index, given_label, round`` — the table ``divaext extend`` writes
+        (:mod:`divaext.workflows.table`). ``ids`` one per pool row (default: the pool row
+        index); ``classes`` default to the names of the labels given."""
+        from . import table
 
-        order = self.order.numpy()
-        cols = {"rank": np.arange(len(order)), "pool_index": order, "round": self.round_of_each()}
-        if ids is not None:
-            ids = np.asarray(list(ids), dtype=object)
-            # ids of the core + pool rows (or of the pool of another call) would all be shifted
-            need = self.pool_size if self.pool_size is not None else int(order.max()) + 1 if len(order) else 0
-            if (len(ids) != need) if self.pool_size is not None else (len(ids) < need):
-                raise ValueError(f"divaext: ids has {len(ids)} entries, expected one per pool row "
-                                 f"({'' if self.pool_size is not None else 'at least '}{need})")
-            cols["id"] = ids[order]
-        return pd.DataFrame(cols)
+        return table.frame(table.extend_table(self, ids, classes))
 
     def round_of_each(self):
         """(len(order),) int64 NumPy array: the 1-based round in which each selected sample was
@@ -53,6 +50,15 @@ class ExtendResult(NamedTuple):
 
         per_round = np.diff(np.asarray(self.rounds, dtype=np.int64))
         return np.repeat(np.arange(1, len(per_round) + 1), per_round)
+
+    def plot(self, path=None, *, ylabel: str = "LOO loss", title: str = "LOO loss per round"):
+        """The picture ``divaext extend --plot`` draws without a test set
+        (:func:`divaext.plots.loss_curve`): the LOO loss of core + selected per round; saved
+        to ``path`` when given. Returns the matplotlib Figure (needs matplotlib: the ``[cli]``
+        extra)."""
+        from .. import plots
+
+        return plots.loss_curve(self.losses, path, xlabel="extension round", ylabel=ylabel, title=title)
 
 
 class LabelNameResult(NamedTuple):
@@ -160,7 +166,7 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
         # a truthy callback stops after the next pass has recorded the final loss
         stop = callback is not None and bool(callback(rnd, added, losses[-1]))
     order_t = torch.cat(order) if order else torch.zeros(0, dtype=torch.int64)
-    return ExtendResult(order_t, losses, rounds, int(xp.shape[0]))
+    return like_input(core_features, ExtendResult(order_t, losses, rounds, int(xp.shape[0]), yp.cpu(), classes))
 
 
 def extend_with_label_names(features, labels, label_name_features, *, label_name_labels=None,
@@ -215,4 +221,4 @@ def extend_with_label_names(features, labels, label_name_features, *, label_name
                  num_classes=num_classes, progress=progress, callback=callback)
     selected = torch.zeros(ln.shape[0], dtype=torch.bool)
     selected[res.order] = True
-    return LabelNameResult(res.order, res.losses, res.rounds, selected, ln_labels.cpu())
+    return like_input(features, LabelNameResult(res.order, res.losses, res.rounds, selected, ln_labels.cpu()))

@@ -15,12 +15,14 @@ from ..engine import collectives as D
 from ..derivative import loo_predictions
 from . import _common as C
 from . import label_quality as LQ
+from .returns import like_input
 
 
 class LooProbs(NamedTuple):
     """``probs`` (n, k) calibrated LOO class probabilities (rows sum to 1); ``predictions``
     (n, k) the raw LOO outputs of the ridge model; ``temperature`` T of
-    ``probs = softmax(predictions / T)``; ``lam`` the ridge strength used. On the CPU."""
+    ``probs = softmax(predictions / T)``; ``lam`` the ridge strength used. On the CPU;
+    NumPy arrays when the features were NumPy, tensors for tensors."""
 
     probs: torch.Tensor
     predictions: torch.Tensor
@@ -81,4 +83,4 @@ def loo_pred_probs(features, labels, weights=None, *, lam="auto", intercept: boo
     k = C.num_classes_of(num_classes, y, group=group)
     lam_ = C.model_lam(lam, x, y, a, k, group)
     p, f, T = probs_on_device(x, y, a, lam_, k, group)
-    return LooProbs(C.cpu(p).to(x.dtype), C.cpu(f), T, lam_, classes)
+    return like_input(features, LooProbs(C.cpu(p).to(x.dtype), C.cpu(f), T, lam_, classes))

@@ -20,15 +20,19 @@ from ..engine import validate as V
 from ..engine import collectives as D
 from ..engine.progress import progress_bar
 from . import _common as C
+from .returns import like_input
 
 
 class ReweightResult(NamedTuple):
-    """``weights`` (n,) ≥ 0 on the CPU; ``losses`` the loss before each step and after the
-    last one; ``lam`` the ridge strength to fit the weighted model with (re-chosen by LOO
-    error with the new weights when ``lam="auto"``); ``settings`` the recipe applied (loss,
-    steps, step size, λ of the derivative; ``steps = 0`` when uniform weights won);
+    """``weights`` (n,) ≥ 0 on the CPU (a NumPy array when the features were NumPy, a tensor
+    for tensors; low = down-weighted, 0 = dropped); ``losses`` the loss before each step and
+    after the last one; ``lam`` the ridge strength to fit the weighted model with (re-chosen
+    by LOO error with the new weights when ``lam="auto"``); ``settings`` the recipe applied
+    (loss, steps, step size, λ of the derivative; ``steps = 0`` when uniform weights won);
     ``evidence`` one row per recipe tried with its held-out accuracy gain (mean and per fold,
-    in accuracy points; empty without selection); ``note`` a sentence on what was decided."""
+    in accuracy points; empty without selection); ``note`` a sentence on what was decided;
+    ``labels`` the given labels (class indices, or the (n, k) targets) and ``classes`` their
+    names where the labels were names."""
 
     weights: torch.Tensor
     losses: List[float]
@@ -36,17 +40,32 @@ class ReweightResult(NamedTuple):
     settings: Optional[dict] = None
     evidence: Optional[list] = None
     note: str = ""
+    labels: Optional[torch.Tensor] = None
+    classes: Optional[object] = None
 
-    def to_dataframe(self, ids=None):
-        """A pandas DataFrame, one row per sample, lowest weight first (``id``, ``weight``)."""
-        import pandas as pd
+    @property
+    def kept(self) -> bool:
+        """True when the starting weights came back unchanged because no recipe passed the
+        held-out check (``settings["steps"] == 0``)."""
+        return bool(self.settings) and self.settings.get("steps") == 0
 
-        n = self.weights.shape[0]
-        id_col = list(ids) if ids is not None else list(range(n))
-        if len(id_col) != n:
-            raise ValueError(f"divaext: ids has {len(id_col)} entries, expected {n}")
-        df = pd.DataFrame({"id": id_col, "weight": self.weights.numpy()})
-        return df.sort_values("weight", kind="stable").reset_index(drop=True)
+    def to_dataframe(self, ids=None, classes=None, *, worst_first: bool = True):
+        """A pandas DataFrame, one row per sample: ``id, given_label, weight`` — the table
+        ``divaext reweight`` writes (:mod:`divaext.workflows.table`); lowest weight first
+        (``worst_first=False``: input order). ``ids`` default to the row index, ``classes``
+        to the names of the labels given."""
+        from . import table
+
+        return table.frame(table.reweight_table(self, ids, classes, worst_first=worst_first))
+
+    def plot(self, path=None, *, ylabel: Optional[str] = None, title: Optional[str] = None):
+        """The picture ``divaext reweight --plot`` draws (:func:`divaext.plots.reweight_figure`):
+        the loss per step, or — when the weights were kept — the held-out evidence with
+        "weights kept" in the title; saved to ``path`` when given. Returns the matplotlib
+        Figure (needs matplotlib: the ``[cli]`` extra)."""
+        from .. import plots
+
+        return plots.reweight_figure(self, path, ylabel=ylabel, title=title)
 
 
 def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = True, select: Optional[str] = "auto",
@@ -124,10 +143,12 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
         recipe = {"loss": loss or "ce", "steps": steps_ or 2, "step_size": size_ or 1.0}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask,
                                    group=group, progress=progress, method=method)
-        return ReweightResult(C.cpu(w), losses, lam_model, dict(recipe, lam=lam_model), [], "")
-    return S.select_and_apply(x, y, a, lam, lam_model, k, loss=loss, steps=steps_, step_size=size_,
-                              folds=C.positive_int(folds, "folds"), seed=seed, xv=xv, yv=yv, lw=lw, mask=mask,
-                              progress=progress, method=method)
+        res = ReweightResult(C.cpu(w), losses, lam_model, dict(recipe, lam=lam_model), [], "")
+    else:
+        res = S.select_and_apply(x, y, a, lam, lam_model, k, loss=loss, steps=steps_, step_size=size_,
+                                 folds=C.positive_int(folds, "folds"), seed=seed, xv=xv, yv=yv, lw=lw, mask=mask,
+                                 progress=progress, method=method)
+    return like_input(features, res._replace(labels=C.cpu(y), classes=classes))
 
 
 def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw=None, mask=None, group=None,

@@ -28,6 +28,7 @@ from ..engine import validate as V
 from . import _common as C
 from . import lambda_passes as P
 from . import lambda_screen as S
+from .returns import like_input
 
 _CRITERIA = ("error", "loss")
 _STRATEGIES = ("auto", "full")
@@ -42,7 +43,8 @@ class LambdaResult(NamedTuple):
     ``exact`` (G,) bool: True where ``errors`` and ``losses`` are means over every row, False
     where they are the screening estimates (means over a strided sample of rows; only the
     exact values are candidates). Grid values where the LOO predictions are undefined (some
-    1 − a_i h_i too close to 0) have NaN error and loss and are never chosen. All on the CPU."""
+    1 − a_i h_i too close to 0) have NaN error and loss and are never chosen. All on the CPU;
+    NumPy arrays when the features were NumPy, tensors for tensors."""
 
     lam: float
     grid: torch.Tensor
@@ -89,8 +91,9 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
         raise ValueError("divaext: loss_weights are all zero; the mean loss is undefined")
     if criterion not in _CRITERIA:
         raise ValueError(f"divaext: unknown criterion {criterion!r}; choose one of {list(_CRITERIA)}")
-    return search(x, y, a, w, grid, criterion, V.check_loss(loss), num_classes=num_classes, strategy=strategy,
-                  screen_rows=screen_rows, progress=C.check_flag(progress, "progress")).result
+    return like_input(features, search(x, y, a, w, grid, criterion, V.check_loss(loss), num_classes=num_classes,
+                                       strategy=strategy, screen_rows=screen_rows,
+                                       progress=C.check_flag(progress, "progress")).result)
 
 
 class _Search(NamedTuple):
