@@ -143,9 +143,9 @@ def reweight_figure(res, path=None, *, ylabel: Optional[str] = None, title: Opti
         return loss_curve(res.losses, path, ylabel=ylabel, title=title or "LOO loss per step")
     from .workflows.reweight_select import Z
 
-    kept = "weights kept: no recipe beat uniform weights on held-out data"
+    kept = "weights kept\n(no recipe beat uniform weights on held-out data)"
     rows = list(res.evidence or [])
-    fig, ax = _figure((6.4, 1.6 + 0.3 * max(len(rows), 1)))
+    fig, ax = _figure((7.2, 2.0 + 0.3 * max(len(rows), 1)))
     ax.set_title(f"{title}\n{kept}" if title else kept)
     if not rows:  # a result built by hand, or without a check: nothing to draw but the decision
         ax.text(0.5, 0.5, f"weights kept ({ylabel} {res.losses[0]:.4g})" if res.losses else "weights kept",
@@ -159,6 +159,6 @@ def reweight_figure(res, path=None, *, ylabel: Optional[str] = None, title: Opti
     ax.errorbar(mean, y, xerr=err, fmt="o", color="tab:blue", capsize=3)
     ax.axvline(0.0, color="k", linestyle="--", linewidth=1)
     ax.set_yticks(y, names)
-    ax.set_xlabel(f"held-out accuracy gain over uniform weights (points, mean ± {Z:g} SE)")
+    ax.set_xlabel(f"held-out accuracy gain over uniform weights\n(points, mean ± {Z:g} SE; applied only if > 0 throughout)")
     ax.grid(axis="x", alpha=0.3)
     return _finish(fig, path)
