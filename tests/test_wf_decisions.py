@@ -266,7 +266,8 @@ def test_workflows_take_class_names_and_give_them_back():
     assert list(by_name.classes) == ["ant", "bee", "cat", "dog"]
     df = by_name.to_dataframe()
     i = int(df["id"].iloc[0])
-    assert df["predicted_label"].iloc[0] == ["ant", "bee", "cat", "dog"][int(by_index.predicted_label[i])]
+    assert df["suggested_label"].iloc[0] == ["ant", "bee", "cat", "dog"][int(by_index.predicted_label[i])]
+    assert df["given_label"].iloc[0] == names[i]
     assert list(loo_pred_probs(data.x, list(names)).classes) == ["ant", "bee", "cat", "dog"]
     rw = reweight(data.x, names, select=None, loss="ce")
     torch.testing.assert_close(rw.weights, reweight(data.x, data.y, select=None, loss="ce").weights)
@@ -275,8 +276,9 @@ def test_workflows_take_class_names_and_give_them_back():
     ref = divaext.extend(data.x[:100], data.y[:100], data.x[100:], data.y[100:], budget=10)
     assert torch.equal(ext.order, ref.order)
     table = ext.to_dataframe(ids=[f"p{i}" for i in range(100)])
-    assert list(table.columns) == ["rank", "pool_index", "round", "id"] and len(table) == len(ext.order)
+    assert list(table.columns) == ["rank", "id", "pool_index", "given_label", "round"] and len(table) == len(ext.order)
     assert (table["id"] == [f"p{i}" for i in table["pool_index"]]).all()
+    assert (table["given_label"] == names[100:][table["pool_index"]]).all()
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -303,6 +305,6 @@ def test_to_dataframe_checks_the_length_of_ids_and_classes():
         ext.to_dataframe(ids=range(2))
     assert list(ext.to_dataframe(ids=range(100, 130))["id"]) == [100 + int(i) for i in ext.order]
     res = detect(data.x, data.y)
-    k = int(res.predicted_label.max()) + 1
-    with pytest.raises(ValueError, match=f"classes has {k - 1} names but the predicted labels go up to class index"):
+    k = int(data.y.max()) + 1
+    with pytest.raises(ValueError, match=f"classes has {k - 1} names but the given labels go up to class index {k - 1}"):
         res.to_dataframe(classes=["x"] * (k - 1))
