@@ -17,6 +17,10 @@ the one-hot targets of the old search are built inside the timed job, as the old
 The parent prints both, their ratios, the chosen λ (grid index) and the exact LOO error of
 each choice. The machine is shared: `uptime` is printed before and after.
 
+With ``--old-site DIR`` the "old" column is instead the default search of another version of
+the package (e.g. ``git archive`` of the previous commit's python/divaext plus the built _C), so
+two versions of the same search are compared in one run.
+
 Streamed (``--stream N,D,K``): a float16 ``.npy`` of planted features (bench_scale.write_planted:
 class means + noise, 10 % of labels flipped) is written to ``--dir`` and deleted afterwards; the
 default search reads it block by block (``select_lambda(path, labels)``) and the whole grid
@@ -42,6 +46,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
+if os.environ.get("BENCH_SITE"):  # --old-site: an editable install redirects `import divaext` before sys.path
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__]
 
 from divaext.workflows import select_lambda  # noqa: E402
 
@@ -80,10 +87,14 @@ def job(search, n, d, k, dtype, device):
     print(json.dumps(out))
 
 
-def child(search, n, d, k, args):
+def child(search, n, d, k, args, site=None):
+    """One job in a fresh process; with ``site``, divaext is imported from that directory."""
     cmd = [sys.executable, __file__, "--job", search, str(n), str(d), str(k), "--dtype", args.dtype,
            "--device", args.device]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if site:
+        env.update(PYTHONPATH=site + os.pathsep + env.get("PYTHONPATH", ""), BENCH_SITE=site)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise SystemExit(f"{search} n={n} failed: {(r.stderr or r.stdout).strip()[-500:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -156,6 +167,8 @@ def main(argv=None):
     p.add_argument("--stream", help="n,d,k: the streamed float16 benchmark instead")
     p.add_argument("--dir", default="/tmp", help="where --stream writes (and deletes) its .npy")
     p.add_argument("--baseline-rows", type=int, default=0, help="--stream: the whole grid on these first rows")
+    p.add_argument("--old-site", help="a directory holding another version of the divaext package (with its "
+                                      "built _C): its default search is the 'old' column instead of the whole grid")
     p.add_argument("--job", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--stream-job", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -168,13 +181,15 @@ def main(argv=None):
     if args.stream:
         return run_stream(args)
 
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {common.machine()} | {args.device} | {args.dtype} | {uptime()}")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {common.machine()} | {args.device} | {args.dtype} | {uptime()}"
+          + (f" | old = the default search of the package at {args.old_site}" if args.old_site else ""))
     print("| n | d | k | old s | new s | time ratio | old extra mem | new extra mem | mem ratio | "
           "λ idx old / new | LOO error old / new | new: rows evaluated |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         n, d, k = map(int, size.split(","))
-        old, new = child("old", n, d, k, args), child("new", n, d, k, args)
+        old = child("new", n, d, k, args, args.old_site) if args.old_site else child("old", n, d, k, args)
+        new = child("new", n, d, k, args)
         i_old, i_new = old["grid"].index(old["lam"]), new["grid"].index(new["lam"])
         G = len(new["grid"])
         m = SL._screen_size(n, G, "auto", None)
