@@ -163,10 +163,11 @@ def check_flag(value, name: str) -> bool:
     return value
 
 
-def model_lam(lam, x, y, a, num_classes, group=None, progress: bool = False) -> float:
+def model_lam(lam, x, y, a, num_classes, group=None, progress: Optional[bool] = None) -> float:
     """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ of the
     lowest LOO error over :func:`divaext.select_lambda`'s default grid (screened on large
-    sets; ``progress``: its progress bars)."""
+    sets; ``progress``: its progress bars, default when stderr is a terminal). ``x``: the
+    features as select_lambda takes them, a tensor or a stream (passed on unchanged)."""
     if isinstance(lam, str):
         if lam != "auto":
             raise ValueError(f"divaext: lam must be a number > 0 or 'auto', got {lam!r}")
