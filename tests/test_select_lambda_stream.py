@@ -15,11 +15,18 @@ from divaext.engine.inputs import Features
 from divaext.streaming import open_rows
 from divaext.workflows import _common as C
 from divaext.workflows import lambda_passes as P
-from divaext.workflows import select_lambda
+from divaext.workflows import select_lambda as _select_lambda
 from wf_data import blobs
 
 # losses: float64 stream vs in memory (rounding of differently summed Gram blocks)
 RTOL64 = 1e-9
+
+
+def select_lambda(features, *args, **kw):
+    """The search, its result's fields as tensors: a path or a memmap gives NumPy arrays back
+    (workflows/returns.py), the comparisons below are written once in torch."""
+    res = _select_lambda(features, *args, **kw)
+    return res._replace(**{f: torch.as_tensor(v) for f, v in res._asdict().items() if isinstance(v, np.ndarray)})
 
 
 def _problem(n=600, dtype=torch.float64):
@@ -150,3 +157,10 @@ def test_bad_stream_input(npy, tmp_path):
         select_lambda(data.x, data.y, block_rows=100)
     with pytest.raises(FileNotFoundError, match="no such file"):
         select_lambda(tmp_path / "absent.npy", data.y)
+
+
+def test_a_path_gives_numpy_back(npy):
+    path, data = npy
+    res = _select_lambda(str(path), data.y, screen_rows=150, block_rows=64)
+    assert all(isinstance(getattr(res, f), np.ndarray) for f in ("grid", "errors", "losses", "exact"))
+    assert isinstance(_select_lambda(data.x, data.y, screen_rows=150).grid, torch.Tensor)
