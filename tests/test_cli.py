@@ -383,7 +383,7 @@ def test_missing_matplotlib_fails_before_work(data, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv, expected", [
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a finite number > 0, got 'big', or 'loo'"),
+    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a number > 0 or 'auto', got 'big'"),
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--loss", "hinge"], "invalid choice: 'hinge'"),
     (["reweight", "x.npy", "y.npy", "-o", "w.csv", "--steps", "0"], "must be a positive integer"),
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--eps", "0", "--top-k", "3"], "not allowed with argument --eps"),

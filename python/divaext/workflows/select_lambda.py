@@ -93,6 +93,31 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
                   screen_rows=screen_rows, progress=C.check_flag(progress, "progress")).result
 
 
+def resolve_lam(lam, features, labels, weights=None, *, num_classes: Optional[int] = None, loss_weights=None,
+                group=None, progress: bool = False) -> float:
+    """The ridge strength an entry point computes at: ``lam`` itself (checked: a number > 0), or
+    for ``lam="auto"`` the λ that leave-one-out error chooses on these features, labels and
+    weights over :func:`default_grid`: with (n,) class indices the lowest LOO misclassification
+    rate (ties: lowest LOO cross-entropy, then the largest λ), with (n, k) float targets the
+    lowest LOO mean squared error. ``loss_weights`` weight those means. The same rule at every
+    entry point that takes ``lam`` (ops, workflows, estimators, CLI); not available on row
+    shards (``group``), where each rank holds part of the rows."""
+    lam = V.check_lam(lam, auto=True)
+    if lam != "auto":
+        return lam
+    if group is not None:
+        raise ValueError("divaext: lam='auto' is not available on row shards (group=...); choose lam on one "
+                         "process (divaext.select_lambda) and pass the number")
+    x = V.as_tensor(features, "features")
+    if x.dtype in V.HALF:  # the search computes in float32, as the passes do on half-precision features
+        x = x.float()
+    targets = V.as_tensor(labels, "labels")
+    regression = targets.dim() == 2 and targets.is_floating_point()
+    return float(select_lambda(x, labels, weights, criterion="loss" if regression else "error",
+                               loss="mse" if regression else "ce", num_classes=num_classes,
+                               loss_weights=loss_weights, progress=progress).lam)
+
+
 class _Search(NamedTuple):
     """A λ search and the eigendecomposition it used: Xᵀ diag(a) X = V diag(s) Vᵀ and
     B = Xᵀ diag(a) Y, so the ridge weights at any λ are V diag(1/(s + λ)) Vᵀ B."""
