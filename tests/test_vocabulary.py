@@ -64,7 +64,11 @@ def test_one_message_for_a_bad_lam(name, bad, exc):
 def test_every_entry_point_accepts_auto(name):
     x, y, a = _data()
     out = ENTRY_POINTS[name](x, y, a, "auto")
-    assert out is not None
+    # the main output of each kind of result: finite, one row per sample (extend: at most its budget)
+    main = out if isinstance(out, torch.Tensor) else next(
+        getattr(out, f) for f in ("grad", "scores", "order", "probs", "weights") if hasattr(out, f))
+    assert main.shape[0] in ((N, 2 * N) if name != "extend" else range(11))
+    assert bool(torch.isfinite(main.double()).all())
 
 
 @pytest.mark.parametrize("name", ["loo_derivative", "val_derivative", "streaming.loo_derivative",
@@ -103,6 +107,7 @@ def test_auto_gradient_holds_lam_fixed():
     x, y, a = _data(4)
     w = a.clone().requires_grad_(True)
     d = divaext.loo_derivative(x, y, w, lam="auto")
+    assert select_lambda(x, y, w).lam == d.lam  # weights that require grad are read as values
     d.loss.backward()
     torch.testing.assert_close(w.grad, divaext.loo_derivative(x, y, a, lam=d.lam).grad, rtol=1e-12, atol=0)
 

@@ -82,6 +82,7 @@ def loo_derivative(features, labels, weights=None, *, lam: Union[float, str] = 1
     derivative is then taken at the chosen λ, held fixed: it does not differentiate through the
     choice. The chosen value is ``result.lam``. Not on row shards (``group``): choose λ on one
     process and pass the number.
+
     Class indices reach the kernels as they are and no n × k array is formed: extra memory
     O(n + d² + d·k + block·(d + k)) in the primal form (features as in :func:`loo_predictions`).
 

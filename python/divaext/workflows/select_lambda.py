@@ -83,8 +83,9 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
     """
     x = C.features(features)
     y = C.labels_like(labels, x)
-    a = C.weights_like(weights, x)
-    w = C.weights_like(loss_weights, x, "loss_weights")
+    # the search is not differentiated: weights that require grad (a training step's) are read as values
+    a = C.weights_like(weights, x).detach()
+    w = C.weights_like(loss_weights, x, "loss_weights").detach()
     if not bool((w > 0).any()):
         raise ValueError("divaext: loss_weights are all zero; the mean loss is undefined")
     if criterion not in _CRITERIA:
@@ -108,8 +109,6 @@ def resolve_lam(lam, features, labels, weights=None, *, num_classes: Optional[in
     if group is not None:
         raise ValueError("divaext: lam='auto' is not available on row shards (group=...); choose lam on one "
                          "process (divaext.select_lambda) and pass the number")
-    if isinstance(weights, torch.Tensor):  # the choice is held fixed: no graph through the search
-        weights = weights.detach()
     x = V.as_tensor(features, "features")
     if x.dtype in V.HALF:  # the search computes in float32, as the passes do on half-precision features
         x = x.float()
