@@ -133,6 +133,19 @@ def test_wrong_label_column_is_named_in_flags(table, capsys, column, expected, c
     assert code == 0, err
 
 
+def test_num_classes_says_the_labels_are_classes(tmp_path, capsys):
+    """60 classes for 90 rows: refused as a likely id column, unless --num-classes says they are classes."""
+    x, _ = _blobs()
+    y = np.arange(N) % 60
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    argv = ["detect", tmp_path / "x.npy", tmp_path / "y.npy", "-o", tmp_path / "s.csv", "--top-k", "3"]
+    code, _, err = _run(argv, capsys)
+    assert code == 1 and "have 60 distinct values for 90 rows" in err and "If they are classes, give --num-classes" in err
+    code, _, err = _run(argv + ["--num-classes", "60"], capsys)
+    assert code == 0, err
+
+
 def test_too_many_classes_for_the_count_says_eps_or_top_k_flags(tmp_path, capsys):
     x, y = _blobs()
     y = np.where(y == 2, 5000, y)  # class codes, not indices 0..K-1: 5001 "classes"

@@ -85,7 +85,8 @@ _MIN_ROWS_DISTINCT_CHECK = 20
 def check_label_column(args, y: torch.Tensor, path: str, *, count: bool = False, distinct_check: bool = True) -> None:
     """The label column's common mistakes (a column of texts or ids taken as the labels), said
     in the command's terms before the workflow says them in Python's. ``count``: the automatic
-    count of wrong labels will run (detect without --eps/--top-k)."""
+    count of wrong labels will run (detect without --eps/--top-k). A class count given with
+    --num-classes says the labels are classes: no check of how many are distinct."""
     from ..engine.validate import _MAX_CLASSES_UNASKED
     from ..workflows.label_quality import MAX_CLASSES
 
@@ -94,12 +95,12 @@ def check_label_column(args, y: torch.Tensor, path: str, *, count: bool = False,
         return
     fix = "choose the label column with --labels-column (or the array with --labels-key)"
     distinct = int(torch.unique(y).numel())
-    if distinct_check and n >= _MIN_ROWS_DISTINCT_CHECK and distinct > n / 2:
+    if distinct_check and args.num_classes is None and n >= _MIN_ROWS_DISTINCT_CHECK and distinct > n / 2:
         what = "names" if args.classes.kind == "names" else "values"
         raise dio.InputError(
             f"labels in {path!r} have {distinct} distinct {what} for {n} rows: that is a column of texts or ids, not "
             f"class labels; {fix}. To use texts, turn them into features first: "
-            "divaext embed TABLE --text-column COL -o features.npy")
+            "divaext embed TABLE --text-column COL -o features.npy. If they are classes, give --num-classes")
     if args.classes.kind == "names":
         return
     top = int(y.max())
