@@ -160,10 +160,23 @@ def test_auto_under_torch_compile():
     torch.testing.assert_close(w.grad, divaext.loo_derivative(x, y, a, lam="auto").grad, rtol=1e-12, atol=0)
 
 
-def test_sharded_auto_is_refused_before_any_collective():
+def test_sharded_auto_is_refused_inside_the_checks_the_ranks_agree_on(tmp_path):
+    """On row shards "auto" is refused where every rank's inputs are checked together (a rank
+    refusing alone would leave the others waiting in a collective); one process group here."""
+    import torch.distributed as dist
+
     x, y, a = _data()
-    with pytest.raises(ValueError, match=r"lam='auto' is not available on row shards"):
-        divaext.loo_derivative(x, y, a, lam="auto", group=object())
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        for call in (lambda: divaext.loo_derivative(x, y, a, lam="auto", group="default"),
+                     lambda: divaext.loo_predictions(x, y, a, lam="auto", group="default"),
+                     lambda: detect(x, y, lam="auto", group="default")):
+            with pytest.raises(ValueError, match=r"lam='auto' is not available on row shards \(group=...\); "
+                                                 r"choose lam on one process"):
+                call()
+        assert divaext.loo_derivative(x, y, a, lam=0.5, group="default").lam == 0.5
+    finally:
+        dist.destroy_process_group()
 
 
 def test_estimators_take_alpha_auto_with_the_same_message():

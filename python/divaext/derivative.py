@@ -139,8 +139,8 @@ def lam_of(lam, features, labels, weights, num_classes, loss_weights, group, str
     """``lam`` as the ops take it: a number passes through (checked with the other inputs), and
     ``"auto"`` (or any other string, refused with validate.LAM_RULE) is resolved here, in Python,
     before the op: the ops and their torch.compile wrappers take a float."""
-    if not isinstance(lam, str):
-        return lam
+    if not isinstance(lam, str) or group is not None:
+        return lam  # sharded: refused inside the checks every rank agrees on (engine/inputs.py), not here alone
     if stream and V.check_lam(lam, auto=True) == "auto":
         features = _in_memory(features)
     return _auto_lam(lam, features, labels, weights, num_classes, loss_weights, group)

@@ -243,12 +243,19 @@ def check_block_rows(block_rows) -> Optional[int]:
 LAM_RULE = "{name} must be a number > 0 or 'auto'"
 
 
+# "auto" where λ cannot be chosen: each rank of a sharded call holds part of the rows.
+AUTO_ON_SHARDS = ("lam='auto' is not available on row shards (group=...); choose lam on one process "
+                  "(divaext.select_lambda) and pass the number")
+
+
 def check_lam(lam, *, auto: bool = False, name: str = "lam"):
     """A finite λ > 0 as a float; with ``auto`` also the string ``"auto"`` (returned as it is,
     for the caller to choose λ by leave-one-out error). Anything else: ``LAM_RULE`` (``name``:
     the parameter's name, ``alpha`` in the scikit-learn estimators)."""
-    if isinstance(lam, str) and lam == "auto" and auto:
-        return lam
+    if isinstance(lam, str) and lam == "auto":
+        if auto:
+            return lam
+        raise ValueError(f"divaext: {AUTO_ON_SHARDS}")  # the ops resolve "auto" before, except on shards
     rule = LAM_RULE.format(name=name)
     if isinstance(lam, str):  # a word other than "auto", or a number written as text
         try:

@@ -107,8 +107,7 @@ def resolve_lam(lam, features, labels, weights=None, *, num_classes: Optional[in
     if lam != "auto":
         return lam
     if group is not None:
-        raise ValueError("divaext: lam='auto' is not available on row shards (group=...); choose lam on one "
-                         "process (divaext.select_lambda) and pass the number")
+        raise ValueError(f"divaext: {V.AUTO_ON_SHARDS}")
     x = V.as_tensor(features, "features")
     if x.dtype in V.HALF:  # the search computes in float32, as the passes do on half-precision features
         x = x.float()
