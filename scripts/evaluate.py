@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 import divaext
-from divaext.estimator import RidgeClassifier
+from divaext.estimator import LooRidgeClassifier
 from divaext.evaluation import inject_class_conditional_noise, inject_noise
 from evaluate_data import DATASETS, Data, cache_dir, load  # beside this script
 from evaluate_detect import run_detection, t  # noqa: F401 (t: evaluate_kernel imports it from here)
@@ -73,7 +73,7 @@ def timed(fn: Callable):
 
 def accuracy(x, y, k, xe, ye, weights=None) -> float:
     """Test accuracy of the ridge classifier (intercept, λ by LOO with its own weights)."""
-    return float(RidgeClassifier(lam="loo", num_classes=k).fit(x, t(y), sample_weight=weights).score(xe, t(ye)))
+    return float(LooRidgeClassifier(alpha="auto", num_classes=k).fit(x, t(y), sample_weight=weights).score(xe, t(ye)))
 
 
 def label_sets(data: Data, dev: bool = False) -> Dict[str, tuple]:

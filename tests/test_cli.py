@@ -239,9 +239,10 @@ def test_load_labels_errors(tmp_path):
     with pytest.raises(dio.InputError, match="whole numbers"):
         dio.load_labels(tmp_path / "frac.npy")
     (tmp_path / "l.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(dio.InputError, match=r"has no column 'c'; it has \['a', 'b'\]"):
+    with pytest.raises(dio.InputError, match=r"has no column 'c' for --labels-column \(column= in Python\); "
+                                             r"it has \['a', 'b'\]"):
         dio.load_labels(tmp_path / "l.csv", column="c")
-    with pytest.raises(dio.InputError, match="choose one with the column option"):
+    with pytest.raises(dio.InputError, match=r"choose one with --labels-column \(column= in Python\)"):
         dio.load_labels(tmp_path / "l.csv")
     assert dio.load_labels(tmp_path / "l.csv", column="1").values.tolist() == [2]  # by index
 
@@ -397,7 +398,7 @@ def test_missing_matplotlib_fails_before_work(data, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv, expected", [
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a finite number > 0, got 'big', or 'loo'"),
+    (["detect", "x.npy", "y.npy", "-o", "s.csv", "--lam", "big"], "must be a number > 0 or 'auto', got 'big'"),
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--loss", "hinge"], "invalid choice: 'hinge'"),
     (["reweight", "x.npy", "y.npy", "-o", "w.csv", "--steps", "0"], "must be a positive integer"),
     (["detect", "x.npy", "y.npy", "-o", "s.csv", "--eps", "0", "--top-k", "3"], "not allowed with argument --eps"),

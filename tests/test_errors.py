@@ -1,6 +1,8 @@
 """Bad input gets a clear error naming the problem (never a crash or a silent NaN)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -87,8 +89,12 @@ def test_labels_out_of_range(fn):
 
 def test_labels_wrong_dtype(fn):
     x, y, a = data()
-    with pytest.raises(TypeError, match=r"labels must be integer class indices"):
+    # 1-D floats are labels stored as floats: the hint is the cast, not another setting
+    with pytest.raises(TypeError, match=r"labels are 1-D floats \(torch.float64\); class labels must be integers: "
+                                        r"cast them to int \(labels.astype\(int\)"):
         fn(x, y.double(), a)
+    with pytest.raises(TypeError, match=r"labels must be integer class indices \(n,\) or float targets"):
+        fn(x, y.bool(), a)
     with pytest.raises(TypeError, match=r"2-D labels must be float targets"):
         fn(x, torch.nn.functional.one_hot(y), a)
 
@@ -128,14 +134,17 @@ def test_weights_shape_and_dtype(fn):
 @pytest.mark.parametrize("lam", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_lam(fn, lam):
     x, y, a = data()
-    with pytest.raises(ValueError, match=r"lam must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"lam must be a number > 0 or 'auto', got "):
         fn(x, y, a, lam=lam)
 
 
-def test_lam_not_a_number(fn):
+@pytest.mark.parametrize("lam, exc", [("big", ValueError), ("loo", ValueError), (None, TypeError),
+                                      (True, TypeError), ([1.0], TypeError)])
+def test_lam_not_a_number(fn, lam, exc):
+    """The one message for a bad λ, the same at every entry point (validate.LAM_RULE)."""
     x, y, a = data()
-    with pytest.raises(TypeError, match=r"lam must be a positive number"):
-        fn(x, y, a, lam="big")
+    with pytest.raises(exc, match=re.escape(f"divaext: lam must be a number > 0 or 'auto', got {lam!r}")):
+        fn(x, y, a, lam=lam)
 
 
 def test_unknown_loss():

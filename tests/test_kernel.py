@@ -112,7 +112,8 @@ def test_rounding_asymmetry_and_tiny_negative_eigenvalues_are_accepted():
 
 
 @pytest.mark.parametrize("kwargs, exc, message", [
-    (dict(lam=0.0), ValueError, "divaext: lam must be a finite number > 0"),
+    (dict(lam=0.0), ValueError, "divaext: lam must be a number > 0 or 'auto', got 0.0"),
+    (dict(lam="big"), ValueError, "divaext: lam must be a number > 0 or 'auto', got 'big'"),
     (dict(loss="hinge"), ValueError, "divaext: unknown loss 'hinge'"),
     (dict(loss_weights=torch.zeros(12, dtype=torch.float64)), ValueError, "divaext: loss_weights are all zero"),
 ])

@@ -212,8 +212,11 @@ def test_confident_learning_count_matches_cleanlab():
 
 def test_loo_pred_probs_bad_input():
     data = blobs(30, seed=11)
-    with pytest.raises(ValueError, match=r"need \(n,\) integer class labels"):
+    with pytest.raises(TypeError, match=r"labels are 1-D floats \(torch.float64\); class labels must be integers: "
+                                        r"cast them to int"):
         loo_pred_probs(data.x, data.y.double())
+    with pytest.raises(ValueError, match=r"need \(n,\) integer class labels"):
+        loo_pred_probs(data.x, torch.nn.functional.one_hot(data.y).double())
     with pytest.raises(ValueError, match="labels out of range: sample"):
         loo_pred_probs(data.x, data.y, num_classes=2)
 

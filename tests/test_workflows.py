@@ -166,7 +166,7 @@ def test_reweight_bad_input():
         reweight(data.x, data.y, trainable=torch.zeros(20, dtype=torch.bool))
     with pytest.raises(ValueError, match="weights must be non-negative"):
         reweight(data.x, data.y, weights=-torch.ones(20))
-    with pytest.raises(ValueError, match="lam must be a finite number > 0"):
+    with pytest.raises(ValueError, match="lam must be a number > 0 or 'auto', got 0"):
         reweight(data.x, data.y, lam=0)
 
 

@@ -24,7 +24,7 @@ _FROM = {
     ".workflows": ("AugmentResult", "DetectResult", "ExtendResult", "LabelNameResult", "LambdaResult", "LooProbs",
                    "ReweightResult", "augmentation_weights", "detect", "extend", "extend_with_label_names",
                    "loo_pred_probs", "reweight", "select_lambda"),
-    ".estimator": ("RidgeClassifier", "RidgeRegressor"),  # imports scikit-learn (~2 s) when used
+    ".estimator": ("LooRidgeClassifier", "LooRidgeRegressor", "RidgeClassifier", "RidgeRegressor"),  # imports scikit-learn (~2 s) when used
 }
 _NAMES = {name: module for module, names in _FROM.items() for name in names}
 _SUBMODULES = {"kernel": ".kernel", "ntk": ".ntk", "distributed": ".distributed", "evaluation": ".evaluation",
@@ -72,6 +72,6 @@ __all__ = [
     "dual", "kernel", "method", "ntk", "features",
     "distributed", "streaming", "workflows", "evaluation", "labels",
     "detect", "loo_pred_probs", "reweight", "extend", "extend_with_label_names", "select_lambda", "augmentation_weights",
-    "RidgeClassifier", "RidgeRegressor",
+    "LooRidgeClassifier", "LooRidgeRegressor", "RidgeClassifier", "RidgeRegressor",
     "DetectResult", "LooProbs", "ReweightResult", "ExtendResult", "LabelNameResult", "LambdaResult", "AugmentResult",
 ]

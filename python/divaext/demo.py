@@ -57,7 +57,7 @@ def run_demo(out_dir: Optional[str] = "divaext-demo", *, noise: float = 0.2, see
     """Run the demo; write ``summary.json`` (and the plots, if ``plots``) into ``out_dir``
     (created if needed; ``None`` writes nothing). Returns the numbers as a DemoResult."""
     from . import io as dio
-    from .estimator import RidgeClassifier
+    from .estimator import LooRidgeClassifier
     from .workflows import detect, reweight
 
     if plots and out_dir is not None:
@@ -77,7 +77,7 @@ def run_demo(out_dir: Optional[str] = "divaext-demo", *, noise: float = 0.2, see
 
     def test_acc(labels, weights=None) -> float:
         # λ by LOO for every classifier, with its own weights (the intercept is fitted too)
-        clf = RidgeClassifier(lam="loo", num_classes=k)
+        clf = LooRidgeClassifier(alpha="auto", num_classes=k)
         return float(clf.fit(xtr, labels, sample_weight=weights).score(xte, yte))
 
     acc_clean, acc_noisy, acc_rw = test_acc(ytr), test_acc(noisy), test_acc(noisy, w)

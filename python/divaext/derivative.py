@@ -6,19 +6,22 @@ serves features streamed from disk (streaming.py).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
+
+import torch
 
 from .engine import collectives as D
 from .engine import accuracy, compiled as C, dual
 from .engine import inputs as I
 from .engine import method as M
 from .engine import plan as P
+from .engine import validate as V
 from .engine.plan import Derivative
 
 __all__ = ["Derivative", "loo_predictions", "loo_derivative", "val_derivative"]
 
 
-def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
+def loo_predictions(features, labels, weights=None, *, lam: Union[float, str] = 1.0,
                     num_classes: Optional[int] = None, block_rows: Optional[int] = None,
                     group=None, method: str = "auto"):
     """Leave-one-out predictions of weighted ridge regression on fixed features.
@@ -33,7 +36,12 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
         labels: (n,) integer class indices (k = max + 1 unless ``num_classes``) or (n, k)
             float targets in the features' dtype.
         weights: (n,) non-negative sample weights a (default: all ones).
-        lam: ridge strength > 0.
+        lam: ridge strength > 0, or ``"auto"``: the λ of the lowest leave-one-out error on these
+            features, labels and weights (:func:`divaext.workflows.select_lambda.resolve_lam`;
+            class indices: misclassification rate, float targets: squared error). The
+            predictions are then those of the chosen λ; their gradient holds λ fixed (it does
+            not differentiate through the choice). To know the λ, call
+            ``divaext.select_lambda`` yourself (:func:`loo_derivative` reports it as ``.lam``).
         group: process group of a sharded call (default None: one process). Sharded, the
             backward pass is collective too: every rank must backpropagate (with gloo, a rank
             that does not is named in an error on the others after ``DIVAEXT_RANK_TIMEOUT_S``
@@ -45,6 +53,7 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
     Returns:
         (n, k) tensor in the features' dtype, differentiable w.r.t. ``weights``.
     """
+    lam = lam_of(lam, features, labels, weights, num_classes, None, group)
     if C.compiling():  # torch.compile: one opaque op that runs this function (engine/compiled.py)
         C.check_traceable("loo_predictions", group, features=features, labels=labels, weights=weights)
         return C.loo_predictions_call(features, labels, weights, lam, num_classes, block_rows, method)
@@ -52,7 +61,7 @@ def loo_predictions(features, labels, weights=None, *, lam: float = 1.0,
                               block_rows, group, method)
 
 
-def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: str = "ce_misclassified",
+def loo_derivative(features, labels, weights=None, *, lam: Union[float, str] = 1.0, loss: str = "ce_misclassified",
                    num_classes: Optional[int] = None, loss_weights=None,
                    block_rows: Optional[int] = None, group=None, method: str = "auto") -> Derivative:
     """Leave-one-out loss and its exact derivative w.r.t. every sample weight.
@@ -62,7 +71,17 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
     only where argmax f_i differs from the label (mask held constant).
 
     Returns ``Derivative(loss, grad)``: ``loss`` a 0-d tensor (differentiable w.r.t.
-    ``weights``: its gradient is ``grad``), ``grad`` the (n,) tensor ∂loss/∂weights.
+    ``weights``: its gradient is ``grad``), ``grad`` the (n,) tensor ∂loss/∂weights; its
+    attribute ``.lam`` is the ridge strength used.
+
+    ``lam``: ridge strength > 0, or ``"auto"`` to choose it by leave-one-out error on the same
+    features, labels, weights and ``loss_weights`` over :func:`divaext.select_lambda`'s default
+    grid (class indices: lowest misclassification rate; float (n, k) targets: lowest squared
+    error; :func:`divaext.workflows.select_lambda.resolve_lam`), whatever ``loss`` is. The
+    derivative is then taken at the chosen λ, held fixed: it does not differentiate through the
+    choice. The chosen value is ``result.lam``. Not on row shards (``group``): choose λ on one
+    process and pass the number.
+
     Class indices reach the kernels as they are and no n × k array is formed: extra memory
     O(n + d² + d·k + block·(d + k)) in the primal form (features as in :func:`loo_predictions`).
 
@@ -75,16 +94,17 @@ def loo_derivative(features, labels, weights=None, *, lam: float = 1.0, loss: st
     or ``"auto"`` (default: the dual when d ≥ n, else the primal, redirected to the dual if
     its gradient would lose digits; see divaext.engine.method). Sharded calls use the primal.
     """
+    lam = lam_of(lam, features, labels, weights, num_classes, loss_weights, group)
     if C.compiling():
         C.check_traceable("loo_derivative", group, features=features, labels=labels, weights=weights,
                           loss_weights=loss_weights)
         return Derivative(*C.loo_derivative_call(features, labels, weights, lam, loss, num_classes, loss_weights,
-                                                 block_rows, method))
+                                                 block_rows, method), lam=lam)
     return loo_derivative_of(I.Features(features), "loo_derivative", labels, weights, lam, loss, num_classes,
                              loss_weights, block_rows, group, method)
 
 
-def val_derivative(features, labels, weights, val_features, val_labels, *, lam: float = 1.0,
+def val_derivative(features, labels, weights, val_features, val_labels, *, lam: Union[float, str] = 1.0,
                    loss: str = "ce", num_classes: Optional[int] = None, val_loss_weights=None,
                    block_rows: Optional[int] = None, group=None, method: str = "auto") -> Derivative:
     """Validation loss of the weighted ridge model and its derivative w.r.t. the training
@@ -99,14 +119,38 @@ def val_derivative(features, labels, weights, val_features, val_labels, *, lam: 
     validation set held by every rank, pass it on one rank and 0 validation rows on the others.
 
     ``method``: as in :func:`loo_derivative` (the dual uses the kernels X Xᵀ and X_v Xᵀ).
+
+    ``lam="auto"``: λ chosen by leave-one-out error on the training set (``features``,
+    ``labels``, ``weights``), as in :func:`loo_derivative`, not on the validation set; held fixed
+    in the derivative; the value is ``result.lam``.
     """
+    lam = lam_of(lam, features, labels, weights, num_classes, None, group)
     if C.compiling():
         C.check_traceable("val_derivative", group, features=features, labels=labels, weights=weights,
                           val_features=val_features, val_labels=val_labels, val_loss_weights=val_loss_weights)
         return Derivative(*C.val_derivative_call(features, labels, weights, val_features, val_labels, lam, loss,
-                                                 num_classes, val_loss_weights, block_rows, method))
+                                                 num_classes, val_loss_weights, block_rows, method), lam=lam)
     return val_derivative_of(I.Features(features), "val_derivative", labels, weights, val_features, val_labels,
                              lam, loss, num_classes, val_loss_weights, block_rows, group, method)
+
+
+def lam_of(lam, features, labels, weights, num_classes, loss_weights, group, stream: bool = False):
+    """``lam`` as the ops take it: a number passes through (checked with the other inputs), and
+    ``"auto"`` (or any other string, refused with validate.LAM_RULE) is resolved here, in Python,
+    before the op: the ops and their torch.compile wrappers take a float."""
+    if not isinstance(lam, str) or group is not None:
+        return lam  # sharded: refused inside the checks every rank agrees on (engine/inputs.py), not here alone
+    if stream and V.check_lam(lam, auto=True) == "auto":
+        features = I.Features(features, stream=True)  # the search reads the stream block by block too
+    return _auto_lam(lam, features, labels, weights, num_classes, loss_weights, group)
+
+
+@torch.compiler.disable  # the search runs eagerly; only its float reaches a traced graph
+def _auto_lam(lam, features, labels, weights, num_classes, loss_weights, group) -> float:
+    from .workflows.select_lambda import resolve_lam  # workflows import this module
+
+    return resolve_lam(lam, features, labels, weights, num_classes=num_classes, loss_weights=loss_weights,
+                       group=group)
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,7 +193,7 @@ def loo_derivative_of(features: I.Features, name: str, labels, weights, lam, los
         return P.Derivative(loss_value, grad), accuracy.dual_error(error)
 
     out = M.compute(method, call.rows, features.stream, call.lam, {"primal": primal, "dual": dual_form})
-    return P.checked_derivative(call.rows, call.weights, out, call.lam, name)
+    return P.checked_derivative(call.rows, call.weights, out, call.lam, name)._replace(lam=call.lam)
 
 
 def val_derivative_of(features: I.Features, name: str, labels, weights, val_features, val_labels, lam, loss,
@@ -171,4 +215,4 @@ def val_derivative_of(features: I.Features, name: str, labels, weights, val_feat
         return P.Derivative(loss_value, grad), accuracy.dual_error(error)
 
     out = M.compute(method, call.rows, features.stream, call.lam, {"primal": primal, "dual": dual_form})
-    return P.checked_derivative(call.rows, call.weights, out, call.lam, name)
+    return P.checked_derivative(call.rows, call.weights, out, call.lam, name)._replace(lam=call.lam)

@@ -10,7 +10,7 @@ form's denominators 1 − a_i h_i are tiny (more features than samples, small λ
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -106,7 +106,19 @@ def _check_result(t: torch.Tensor, what: str, lam: float) -> None:
                          "scale, lam or the weights are extreme); rescale the kernel or increase lam")
 
 
-def kernel_loo_predictions(K, labels, weights=None, *, lam: float = 1.0,
+def _lam(lam, K: torch.Tensor, y: torch.Tensor, a: torch.Tensor, labels, loss_weights=None) -> float:
+    """``lam`` checked, or for ``"auto"`` chosen by LOO error on this kernel (kernel_lambda.py),
+    by the rule :func:`divaext.workflows.select_lambda.resolve_lam` states for features."""
+    if V.check_lam(lam, auto=True) != "auto":
+        return V.check_lam(lam)
+    from .kernel_lambda import kernel_auto_lam
+
+    w = torch.ones_like(a) if loss_weights is None else loss_weights
+    indices = V.as_tensor(labels, "labels").dim() == 1
+    return kernel_auto_lam(K, y, a, w, y.argmax(1) if indices else None)
+
+
+def kernel_loo_predictions(K, labels, weights=None, *, lam: Union[float, str] = 1.0,
                            num_classes: Optional[int] = None) -> torch.Tensor:
     """Leave-one-out predictions of weighted kernel ridge regression.
 
@@ -114,7 +126,12 @@ def kernel_loo_predictions(K, labels, weights=None, *, lam: float = 1.0,
         K: (n, n) float32/float64 symmetric PSD kernel between the training samples.
         labels: (n,) integer class indices or (n, k) float targets in K's dtype.
         weights: (n,) non-negative sample weights (default ones).
-        lam: ridge strength > 0.
+        lam: ridge strength > 0, or ``"auto"``: the λ of the lowest LOO error on this kernel,
+            labels and weights (class indices: misclassification rate; float targets: squared
+            error) over ``default_grid(trace(A^½ K A^½)/rank)`` (:mod:`divaext.kernel_lambda`):
+            for K = X Xᵀ of full-rank X with d ≤ n the grid and the choice of
+            :func:`divaext.loo_derivative`'s ``"auto"``; with d > n the features' grid unit is
+            trace/d, unknown here, so the choice may differ. Held fixed in the gradient.
     Returns:
         (n, k) tensor in K's dtype, differentiable w.r.t. ``weights``; row i is the prediction
         for sample i of the model trained on every other sample.
@@ -122,14 +139,14 @@ def kernel_loo_predictions(K, labels, weights=None, *, lam: float = 1.0,
     K = check_kernel(K)
     y = _targets(labels, K, num_classes)
     a = _sample_weights(weights, K, "weights")
-    lam = V.check_lam(lam)
+    lam = _lam(lam, K, y, a, labels)
     f = dual.dual_loo_predictions(K, y, a, lam, lambda error: M.judge_kernel(accuracy.dual_error(error), K.dtype, lam,
                                                                              "kernel_loo_predictions"))
     _check_result(f.detach(), "LOO predictions", lam)
     return f
 
 
-def kernel_loo_derivative(K, labels, weights=None, *, lam: float = 1.0, loss: str = "ce_misclassified",
+def kernel_loo_derivative(K, labels, weights=None, *, lam: Union[float, str] = 1.0, loss: str = "ce_misclassified",
                           num_classes: Optional[int] = None, loss_weights=None) -> Derivative:
     """Leave-one-out loss of weighted kernel ridge regression and its exact derivative w.r.t.
     every sample weight (the dual form of :func:`divaext.loo_derivative`; same losses).
@@ -140,21 +157,22 @@ def kernel_loo_derivative(K, labels, weights=None, *, lam: float = 1.0, loss: st
             loss_weights: (n,) non-negative weights of the mean loss.
     Returns:
         ``Derivative(loss, grad)`` in K's dtype: ``loss`` 0-d (differentiable w.r.t.
-        ``weights``, its gradient being ``grad``), ``grad`` (n,).
+        ``weights``, its gradient being ``grad``), ``grad`` (n,); ``.lam`` the λ used (the
+        chosen one for ``lam="auto"``, chosen with the loss weights).
     """
     K = check_kernel(K)
     y = _targets(labels, K, num_classes)
     a = _sample_weights(weights, K, "weights")
-    lam = V.check_lam(lam)
     kind = V.check_loss(loss)
     w = _loss_weights(loss_weights, K, "loss_weights")
+    lam = _lam(lam, K, y, a, labels, w)
     value, grad, error = dual.dual_loo_derivative(K, y, a.detach(), lam, kind, w, with_error=True)
     M.judge_kernel(accuracy.dual_error(error), K.dtype, lam, "kernel_loo_derivative")
     _check_result(torch.cat([grad, value.reshape(1)]), "loss and its gradient", lam)
-    return differentiable(a, value, grad, "kernel_loo_derivative")
+    return differentiable(a, value, grad, "kernel_loo_derivative")._replace(lam=lam)
 
 
-def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float = 1.0, loss: str = "ce",
+def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: Union[float, str] = 1.0, loss: str = "ce",
                           num_classes: Optional[int] = None, val_loss_weights=None) -> Derivative:
     """Validation loss of the weighted kernel ridge model and its derivative w.r.t. the
     training weights (dual form of :func:`divaext.val_derivative`).
@@ -167,8 +185,11 @@ def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float =
             sets unless ``num_classes`` is given.
         loss: ``"mse"``, ``"ce"`` or ``"ce_misclassified"`` on the validation predictions.
         val_loss_weights: (m,) weights of the mean validation loss.
+        lam: as in :func:`kernel_loo_predictions` (``"auto"``: chosen by LOO error on ``K``,
+            not on the validation set).
     Returns:
-        ``Derivative(loss, grad)``: 0-d loss (differentiable w.r.t. ``weights``), (n,) grad.
+        ``Derivative(loss, grad)``: 0-d loss (differentiable w.r.t. ``weights``), (n,) grad;
+        ``.lam`` the λ used.
     """
     K = check_kernel(K)
     Kv = V.as_tensor(K_val, "K_val")
@@ -191,11 +212,11 @@ def kernel_val_derivative(K, labels, weights, K_val, val_labels, *, lam: float =
     stand_in, rows = Kv[:, :1], f"the {Kv.shape[0]} rows of K_val"
     yv = _targets(val_labels, stand_in, y.shape[1], "val_labels", rows)
     a = _sample_weights(weights, K, "weights")
-    lam = V.check_lam(lam)
     kind = V.check_loss(loss)
+    lam = _lam(lam, K, y, a, labels)
     wv = _loss_weights(val_loss_weights, stand_in, "val_loss_weights", rows)
     value, grad, error = dual.dual_val_derivative(K, Kv, y, a.detach(), lam, yv, kind, wv, with_error=True)
     M.judge_kernel(accuracy.dual_error(error), K.dtype, lam, "kernel_val_derivative")
     _check_result(torch.cat([grad, value.reshape(1)]), "loss and its gradient", lam)
-    return differentiable(a, value, grad, "kernel_val_derivative")
+    return differentiable(a, value, grad, "kernel_val_derivative")._replace(lam=lam)
 

@@ -22,17 +22,17 @@ own source (e.g. ``open_rows(path, start, stop)`` of one shared file) as in
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from .engine import inputs as I
-from .derivative import Derivative, loo_derivative_of, loo_predictions_of, val_derivative_of
+from .derivative import Derivative, lam_of, loo_derivative_of, loo_predictions_of, val_derivative_of
 from .engine.inputs import default_stream_block_rows as _default_block_rows  # noqa: F401  (benchmarks size blocks like this)
 from .engine.sources import RowSource, open_rows
 
 __all__ = ["RowSource", "open_rows", "loo_derivative", "val_derivative", "loo_predictions"]
 
 
-def loo_derivative(source, labels, weights=None, *, lam: float = 1.0, loss: str = "ce_misclassified",
+def loo_derivative(source, labels, weights=None, *, lam: Union[float, str] = 1.0, loss: str = "ce_misclassified",
                    num_classes: Optional[int] = None, loss_weights=None, block_rows: Optional[int] = None,
                    device=None, group=None, method: str = "auto") -> Derivative:
     """:func:`divaext.loo_derivative` on features streamed from ``source`` (see :func:`open_rows`).
@@ -43,27 +43,34 @@ def loo_derivative(source, labels, weights=None, *, lam: float = 1.0, loss: str 
     GPU). Results are on that device; ``loss`` is differentiable w.r.t. ``weights``.
     ``method``: ``"auto"`` or ``"primal"`` (the same on a stream: the dual needs every row at
     once, so ``"dual"`` raises a clear error); a primal gradient that has lost its digits raises.
+    ``lam``: a number > 0, or ``"auto"`` (as in :func:`divaext.loo_derivative`; ``result.lam`` is
+    the chosen value): :func:`divaext.select_lambda` reads the stream block by block too (a
+    Gram pass, then its screened evaluation passes), before the derivative's own passes.
     """
+    lam = lam_of(lam, source, labels, weights, num_classes, loss_weights, group, stream=True)
     return loo_derivative_of(I.Features(source, stream=True, device=device), "streaming.loo_derivative", labels,
                              weights, lam, loss, num_classes, loss_weights, block_rows, group, method)
 
 
-def val_derivative(source, labels, weights, val_features, val_labels, *, lam: float = 1.0, loss: str = "ce",
+def val_derivative(source, labels, weights, val_features, val_labels, *, lam: Union[float, str] = 1.0, loss: str = "ce",
                    num_classes: Optional[int] = None, val_loss_weights=None, block_rows: Optional[int] = None,
                    device=None, group=None, method: str = "auto") -> Derivative:
     """:func:`divaext.val_derivative` on training features streamed from ``source``; the
     validation set is in memory (and sharded with ``group``, as there). Reads the features twice.
-    ``method`` as in :func:`loo_derivative`."""
+    ``method`` and ``lam`` as in :func:`loo_derivative`."""
+    lam = lam_of(lam, source, labels, weights, num_classes, None, group, stream=True)
     return val_derivative_of(I.Features(source, stream=True, device=device), "streaming.val_derivative", labels,
                              weights, val_features, val_labels, lam, loss, num_classes, val_loss_weights, block_rows,
                              group, method)
 
 
-def loo_predictions(source, labels, weights=None, *, lam: float = 1.0, num_classes: Optional[int] = None,
+def loo_predictions(source, labels, weights=None, *, lam: Union[float, str] = 1.0, num_classes: Optional[int] = None,
                     block_rows: Optional[int] = None, device=None, group=None, method: str = "auto"):
     """:func:`divaext.loo_predictions` on features streamed from ``source``: (n, k) on the
     compute device, differentiable w.r.t. ``weights`` (backward streams the features twice;
     sharded, every rank must backpropagate: with gloo, a rank that does not is named in an
-    error on the others after ``DIVAEXT_RANK_TIMEOUT_S`` seconds). ``method`` as in :func:`loo_derivative`."""
+    error on the others after ``DIVAEXT_RANK_TIMEOUT_S`` seconds). ``method`` and ``lam`` as in
+    :func:`loo_derivative`."""
+    lam = lam_of(lam, source, labels, weights, num_classes, None, group, stream=True)
     return loo_predictions_of(I.Features(source, stream=True, device=device), "streaming.loo_predictions", labels,
                               weights, lam, num_classes, block_rows, group, method)

@@ -21,9 +21,10 @@ def cmd_detect(args) -> None:
     args.loss = args.loss or default_loss("detect")
     S.check_outputs(args)
     x, y, lab = S.load_xy(args, args.features, args.labels, "detect")
+    check_label_column(args, y, args.labels, count=args.eps is None and args.top_k is None)
     true_y = None
     if args.true_labels:
-        true_y = S.load_labels(args, args.true_labels).values
+        true_y = _true_labels(args)
         if len(true_y) != len(y):
             raise dio.InputError(f"--true-labels has {len(true_y)} labels but the features have {len(y)} rows")
     val = S.optional_val(args, x.shape[1])
@@ -59,11 +60,60 @@ def cmd_detect(args) -> None:
     S.print_written(args)
 
 
+def _true_labels(args) -> np.ndarray:
+    """--true-labels, read from --true-labels-column (default: --labels-column) and encoded
+    with the same class names as the labels."""
+    column = args.true_labels_column if args.true_labels_column is not None else args.labels_column
+    values = dio.load_labels(args.true_labels, args.labels_key, column, header=False if args.no_header else None,
+                             column_flag="--true-labels-column").values
+    return args.classes.encode(values, args.true_labels)
+
+
+# A class seen once cannot be predicted by the model trained without that sample: labels with
+# more distinct values than half the rows are a column of texts or ids, not classes.
+_MIN_ROWS_DISTINCT_CHECK = 20
+
+
+def check_label_column(args, y: torch.Tensor, path: str, *, count: bool = False, distinct_check: bool = True) -> None:
+    """The label column's common mistakes (a column of texts or ids taken as the labels), said
+    in the command's terms before the workflow says them in Python's. ``count``: the automatic
+    count of wrong labels will run (detect without --eps/--top-k). A class count given with
+    --num-classes says the labels are classes: no check of how many are distinct."""
+    from ..engine.validate import _MAX_CLASSES_UNASKED
+    from ..workflows.label_quality import MAX_CLASSES
+
+    n = len(y)
+    if n == 0:
+        return
+    fix = "choose the label column with --labels-column (or the array with --labels-key)"
+    distinct = int(torch.unique(y).numel())
+    if distinct_check and args.num_classes is None and n >= _MIN_ROWS_DISTINCT_CHECK and distinct > n / 2:
+        what = "names" if args.classes.kind == "names" else "values"
+        raise dio.InputError(
+            f"labels in {path!r} have {distinct} distinct {what} for {n} rows: that is a column of texts or ids, not "
+            f"class labels; {fix}. To use texts, turn them into features first: "
+            "divaext embed TABLE --text-column COL -o features.npy. If they are classes, give --num-classes")
+    if args.classes.kind == "names":
+        return
+    top = int(y.max())
+    k = args.num_classes or top + 1
+    if args.num_classes is None and k > max(n, _MAX_CLASSES_UNASKED):
+        raise dio.InputError(
+            f"labels in {path!r}: the largest class index is {top}, so there would be {k} classes for {n} rows; class "
+            f"indices run 0..K-1. If that column holds ids, {fix}; else give the class count with --num-classes")
+    if count and k > MAX_CLASSES:
+        raise dio.InputError(
+            f"labels in {path!r}: {k} classes (the largest class index is {top}), more than the {MAX_CLASSES} the "
+            f"automatic count of wrong labels supports. If that column holds ids, {fix}; else flag by --eps or "
+            "--top-k instead")
+
+
 def cmd_reweight(args) -> None:
     from ..workflows import reweight
 
     S.check_outputs(args)
     x, y, lab = S.load_xy(args, args.features, args.labels, "reweight")
+    check_label_column(args, y, args.labels)
     val = S.optional_val(args, x.shape[1])
     t0 = time.perf_counter()
     res = reweight(x, y, lam=S.lam_arg(args), intercept=args.intercept, select=None if args.select == "none" else "auto",
@@ -95,6 +145,8 @@ def cmd_extend(args) -> None:
         raise dio.InputError("give both --test-features and --test-labels, or neither")
     xc, yc, _ = S.load_xy(args, args.core_features, args.core_labels, "core set")
     xp, yp, pool_lab = S.load_xy(args, args.pool_features, args.pool_labels, "pool")
+    for labels, path in ((yc, args.core_labels), (yp, args.pool_labels)):  # small sets: few of each class
+        check_label_column(args, labels, path, distinct_check=False)
     if xp.shape[1] != xc.shape[1]:
         raise dio.InputError(f"pool features have {xp.shape[1]} columns but core features have {xc.shape[1]}")
     test = None
@@ -146,7 +198,7 @@ def _model_lam(args, x, y, k) -> float:
 def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress, args_intercept=True) -> dict:
     """Test error of the ridge classifier (fixed λ) on core + the first m selected pool
     samples, for up to 20 values of m, for the DIVA order and for one random order."""
-    from ..estimator import RidgeClassifier
+    from ..estimator import LooRidgeClassifier
 
     xt, yt = S.to_numpy(test[0]), S.to_numpy(test[1])
     n_sel = len(order)
@@ -157,7 +209,7 @@ def _error_curve(xc, yc, xp, yp, order, test, lam, k, seed, progress, args_inter
     for m in progress_bar(counts, len(counts), progress, "test error curve"):
         for name, o in orders.items():
             idx = torch.as_tensor(o[:m], device=xp.device)
-            clf = RidgeClassifier(lam=lam, fit_intercept=args_intercept, num_classes=k)
+            clf = LooRidgeClassifier(alpha=lam, fit_intercept=args_intercept, num_classes=k)
             clf.fit(torch.cat([xc, xp[idx]]), torch.cat([yc, yp[idx]]))
             errors[name].append(1.0 - float(clf.score(xt, yt)))
     return {"counts": {name: counts for name in orders}, "errors": errors}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import warnings
 from typing import Optional
 
 from ..engine import validate as _validate
@@ -16,13 +17,22 @@ LOSSES = tuple(_validate.LOSSES)  # the loss registry's names (csrc/losses.h), i
 
 
 def _lam(text: str):
-    """--lam: a positive number, or "loo" (chosen by leave-one-out error over a grid)."""
-    if text.strip().lower() == "loo":
-        return "loo"
+    """--lam: a positive number, or "auto" (chosen by leave-one-out error over a grid); "loo",
+    its old spelling, is deprecated (a DeprecationWarning) and removed in the next release."""
+    word = text.strip().lower()
+    if word == "loo":
+        with warnings.catch_warnings():  # shown on stderr: a command's user is not a developer running -W
+            warnings.simplefilter("always", DeprecationWarning)
+            warnings.warn("divaext: --lam loo is deprecated and will be removed in the next release; "
+                          "use --lam auto", DeprecationWarning, stacklevel=2)
+        return "auto"
+    if word == "auto":
+        return "auto"
     try:
-        return _positive_float(text)
-    except argparse.ArgumentTypeError as err:
-        raise argparse.ArgumentTypeError(f"{err}, or 'loo'") from None
+        return _validate.check_lam(text, auto=True)
+    except (TypeError, ValueError):
+        # the package's one message, without its "divaext: " (argparse names the flag)
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'auto', got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -78,10 +88,11 @@ def _common(p: argparse.ArgumentParser, *, output_help: str, plot_help: Optional
                    help="the first row of a .csv/.tsv labels table is data (default: a header "
                         "unless every cell of it is a number)")
     g.add_argument("--num-classes", type=_positive_int, metavar="K",
-                   help="number of classes (default: largest label + 1)")
+                   help="number of classes (default: the distinct class names, or the largest class index + 1)")
     m = p.add_argument_group("model")
-    m.add_argument("--lam", type=_lam, default="loo", metavar="LAM",
-                   help="ridge strength > 0, or 'loo' to choose it by leave-one-out error (default)")
+    m.add_argument("--lam", type=_lam, default="auto", metavar="LAM",
+                   help="ridge strength > 0, or 'auto' to choose it by leave-one-out error (default; "
+                        "'loo' is its deprecated spelling)")
     m.add_argument("--no-intercept", dest="intercept", action="store_false",
                    help="do not append the constant feature (the model's intercept; default: append it)")
     m.add_argument("--loss", choices=LOSSES, default=None,
@@ -141,10 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eps", type=_float, help="flag the samples with score > EPS instead (the paper: 0)")
     t.add_argument("--top-k", type=_positive_int, metavar="K", help="flag the K most suspicious samples (--rank-by) instead")
     p.add_argument("--lam-factor", type=_positive_float, metavar="F",
-                   help="take the derivative at F × λ (default: 3 with --lam loo, else 1)")
+                   help="take the derivative at F × λ (default: 3 with --lam auto, else 1)")
     p.add_argument("--true-labels", metavar="PATH",
                    help="known clean labels (same format as labels): the histogram then splits "
                         "clean vs mislabeled, and detection AUC/F1 are printed")
+    p.add_argument("--true-labels-column", metavar="COL",
+                   help="column (name or 0-based index) of a .csv/.tsv/.parquet --true-labels table "
+                        "(default: the --labels-column)")
     _validation(p)
 
     p = sub.add_parser("reweight", help="a few large gradient steps on the sample weights",

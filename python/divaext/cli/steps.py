@@ -61,8 +61,8 @@ def load_xy(args, features: str, labels: str, what: str):
 
 
 def lam_arg(args):
-    """--lam as the workflows take it: a number, or "auto" for 'loo'."""
-    return "auto" if args.lam == "loo" else float(args.lam)
+    """--lam as the workflows take it: a number, or "auto" (also for 'loo', its deprecated spelling)."""
+    return "auto" if args.lam in ("auto", "loo") else float(args.lam)
 
 
 def optional_val(args, d_features: int):

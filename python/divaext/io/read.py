@@ -122,13 +122,16 @@ def load_features(path: PathLike, key: Optional[str] = None) -> np.ndarray:
 
 
 def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str] = None,
-                id_column: Optional[str] = None, header: Optional[bool] = None) -> Labels:
+                id_column: Optional[str] = None, header: Optional[bool] = None,
+                column_flag: str = "--labels-column") -> Labels:
     """(n,) class labels from ``.npy`` / ``.npz`` / ``.pt`` (``key``) or a ``.csv`` / ``.tsv`` /
     ``.parquet`` table (``column``: a name, or a 0-based index; default: the only column, or
     one named like ``label``; ``id_column``: a column to return as ``ids``; ``header``: see
     :func:`read_table`). Whole-number floats become integers; fractional, NaN or blank labels
-    are an error naming the row (a missing label is not a class).
+    are an error naming the row (a missing label is not a class). Errors name the command's
+    option for ``column`` (``column_flag``) beside the argument's name.
     """
+    option = f"{column_flag} (column= in Python)"
     path = Path(path)
     suffix = _suffix(path, LABEL_SUFFIXES, "labels")
     ids = id_name = None
@@ -137,9 +140,11 @@ def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str]
             raise InputError(f"labels file {str(path)!r} is a table; pick the column with the column option, not a key")
         frame = read_table(path, header)
         names = [str(c) for c in frame.columns]
-        values = _numbers_or_names(frame.iloc[:, _choose_column(names, column, path)].to_numpy(), path)
+        j = _choose_column(names, column, path, option)
+        values = _numbers_or_names(frame.iloc[:, j].to_numpy(), path)
+        fix = f"column {names[j]!r}): choose the label column with {option}"
         if id_column is not None:
-            j = _choose_column(names, id_column, path)
+            j = _choose_column(names, id_column, path, "--id-column (id_column= in Python)")
             ids, id_name = frame.iloc[:, j].to_numpy(), names[j]
     else:
         for option, given in (("column", column), ("id column", id_column)):
@@ -147,11 +152,12 @@ def load_labels(path: PathLike, key: Optional[str] = None, column: Optional[str]
                 raise InputError(f"labels file {str(path)!r} is an array file; the {option} option is for tables "
                                  f"(.csv/.tsv/.parquet)")
         values = _load_array(path, key, LABEL_KEYS, "labels", LABEL_SUFFIXES)
+        fix = "the array): choose the label array with --labels-key (key= in Python)"
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
         if values.ndim != 1:
             raise InputError(f"labels in {str(path)!r} must be a 1-D array of class labels, got shape {values.shape}")
-    return Labels(_whole_numbers(values, path), ids, id_name)
+    return Labels(_whole_numbers(values, path, fix), ids, id_name)
 
 
 # Cells that pandas reads as missing by default: a missing label, never a class name.
@@ -173,8 +179,9 @@ def _numbers_or_names(values: np.ndarray, path: Path) -> np.ndarray:
     return values
 
 
-def _whole_numbers(values: np.ndarray, path: Path) -> np.ndarray:
-    """Float labels as int64 class indices (a table column with a blank cell is float)."""
+def _whole_numbers(values: np.ndarray, path: Path, fix: str) -> np.ndarray:
+    """Float labels as int64 class indices (a table column with a blank cell is float);
+    ``fix``: where they were read from and the option that chooses another."""
     if values.dtype.kind != "f":
         return values
     bad = ~np.isfinite(values)
@@ -184,7 +191,7 @@ def _whole_numbers(values: np.ndarray, path: Path) -> np.ndarray:
     if not np.all(values == np.round(values)):
         row = int(np.argmax(values != np.round(values)))
         raise InputError(f"labels in {str(path)!r} must be whole numbers (class indices) or names; "
-                         f"row {row} has {values[row]}")
+                         f"row {row} has {values[row]} ({fix}")
     return values.astype(np.int64)
 
 
@@ -258,16 +265,16 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _choose_column(names: List[str], column: Optional[str], path: Path) -> int:
+def _choose_column(names: List[str], column: Optional[str], path: Path, option: str) -> int:
     if column is None:
         if len(names) == 1:
             return 0
         for i, name in enumerate(names):
             if name.strip().lower() in LABEL_COLUMNS:
                 return i
-        raise InputError(f"labels file {str(path)!r} has columns {names}; choose one with the column option")
+        raise InputError(f"labels file {str(path)!r} has columns {names}; choose one with {option}")
     if column in names:
         return names.index(column)
     if column.strip().isdigit() and int(column) < len(names):
         return int(column)
-    raise InputError(f"labels file {str(path)!r} has no column {column!r}; it has {names}")
+    raise InputError(f"labels file {str(path)!r} has no column {column!r} for {option}; it has {names}")

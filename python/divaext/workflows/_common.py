@@ -150,7 +150,7 @@ def cpu(t: torch.Tensor) -> torch.Tensor:
 def with_intercept(x: Optional[torch.Tensor], intercept: bool) -> Optional[torch.Tensor]:
     """(n, d) → (n, d+1) with a constant last column when ``intercept``: the classifier's
     intercept, penalised like every other weight, so the derivative is that of the model a
-    user fits (:class:`divaext.RidgeClassifier` with ``fit_intercept=True``). Costs one copy
+    user fits (:class:`divaext.LooRidgeClassifier` with ``fit_intercept=True``). Costs one copy
     of the features; pass ``intercept=False`` when they already hold a constant column."""
     if x is None or not intercept:
         return x
@@ -164,20 +164,13 @@ def check_flag(value, name: str) -> bool:
 
 
 def model_lam(lam, x, y, a, num_classes, group=None, progress: Optional[bool] = None) -> float:
-    """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ of the
-    lowest LOO error over :func:`divaext.select_lambda`'s default grid (screened on large
-    sets; ``progress``: its progress bars, default when stderr is a terminal). ``x``: the
-    features as select_lambda takes them, a tensor or a stream (passed on unchanged)."""
-    if isinstance(lam, str):
-        if lam != "auto":
-            raise ValueError(f"divaext: lam must be a number > 0 or 'auto', got {lam!r}")
-        if group is not None:
-            raise ValueError("divaext: lam='auto' is not available on row shards (group=...); "
-                             "choose lam on one process (divaext.select_lambda) and pass the number")
-        from .select_lambda import select_lambda
+    """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ chosen by
+    leave-one-out error (:func:`divaext.workflows.select_lambda.resolve_lam`; ``progress``: its
+    progress bars, default when stderr is a terminal). ``x``: the features as select_lambda
+    takes them, a tensor or a stream (passed on unchanged)."""
+    from .select_lambda import resolve_lam
 
-        return float(select_lambda(x, y, a, num_classes=num_classes, progress=progress).lam)
-    return V.check_lam(lam)
+    return resolve_lam(lam, x, y, a, num_classes=num_classes, group=group, progress=progress)
 
 
 def sqrt_eps(dtype: torch.dtype) -> float:

@@ -12,6 +12,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..engine import collectives as D
+from ..engine import validate as V
 from ..derivative import loo_predictions
 from . import _common as C
 from . import label_quality as LQ
@@ -32,7 +33,10 @@ class LooProbs(NamedTuple):
 
 
 def class_labels(y: torch.Tensor, name: str = "labels") -> torch.Tensor:
-    """(n,) int64 class indices, or a clear error for float targets."""
+    """(n,) int64 class indices, or a clear error: 1-D floats are labels to cast to int,
+    (n, k) float targets need an explicit threshold."""
+    if y.dim() == 1 and y.is_floating_point():
+        raise TypeError(V.float_labels_hint(name, y.dtype))
     if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"divaext: calibrated probabilities and the automatic threshold need (n,) integer "
                          f"class labels, got {name} of dtype {y.dtype} and shape {tuple(y.shape)}; with float "

@@ -144,7 +144,8 @@ def _open(features, labels, weights, loss_weights, loss, num_classes, block_rows
         t = V.as_tensor(t, name)
         if t.is_complex() or t.dtype == torch.bool:
             raise TypeError(f"divaext: {name} must be real numbers, got {t.dtype}")
-        return t.to(dtype=dtype, **to)
+        # the search is not differentiated: weights that require grad (a training step's) are read as values
+        return t.detach().to(dtype=dtype, **to)
 
     y = V.as_tensor(labels, "labels").to(**to)
     if y.is_floating_point() and y.dim() == 2:
@@ -160,6 +161,27 @@ def _open(features, labels, weights, loss_weights, loss, num_classes, block_rows
     dense = call.y.dim() == 2
     t = P.Targets(None if dense else call.y, call.y if dense else None, call.k)
     return rows, t, call.a, w, kind
+
+
+def resolve_lam(lam, features, labels, weights=None, *, num_classes: Optional[int] = None, loss_weights=None,
+                group=None, progress: bool = False) -> float:
+    """The ridge strength an entry point computes at: ``lam`` itself (checked: a number > 0), or
+    for ``lam="auto"`` the λ that leave-one-out error chooses on these features, labels and
+    weights over :func:`default_grid`: with (n,) class indices the lowest LOO misclassification
+    rate (ties: lowest LOO cross-entropy, then the largest λ), with (n, k) float targets the
+    lowest LOO mean squared error. ``loss_weights`` weight those means. The same rule at every
+    entry point that takes ``lam`` (ops, workflows, estimators, CLI); not available on row
+    shards (``group``), where each rank holds part of the rows."""
+    lam = V.check_lam(lam, auto=True)
+    if lam != "auto":
+        return lam
+    if group is not None:
+        raise ValueError(f"divaext: {V.AUTO_ON_SHARDS}")
+    targets = V.as_tensor(labels, "labels")
+    regression = targets.dim() == 2 and targets.is_floating_point()
+    return float(select_lambda(features, labels, weights, criterion="loss" if regression else "error",
+                               loss="mse" if regression else "ce", num_classes=num_classes,
+                               loss_weights=loss_weights, progress=progress).lam)
 
 
 class _Search(NamedTuple):
