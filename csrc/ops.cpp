@@ -35,9 +35,11 @@ TORCH_LIBRARY(divaext, m) {
   // Passes 2 + A fused for a loss known up front (w [n] loss weights, kind as in loss_grad):
   // h [n], ge [n] = g·e with g = w ∂ℓ/∂f (unnormalised), Σ w ℓ (float64 0-d), and the whitened
   // backward sums C̃ = Zᵀ diag(c) Z [d,d], P̃ = Zᵀ U [d,k] (float64), c = a (g·e)/D, U = g/D,
-  // e = y − f. f and g never leave the block: pass B (vjp_fit) needs only h and g·e.
+  // e = y − f. f and g never leave the block: pass B (vjp_fit) needs only h and g·e. Last,
+  // max_i |y_i − ŷ_i| (float64 0-d; NaN if one is NaN, 0 for n = 0): the largest fit residual,
+  // which the gradient's accuracy estimate needs (python/divaext/engine/accuracy.py).
   m.def("loo_grad(Tensor x, Tensor y, Tensor a, Tensor w, Tensor t, Tensor v, int kind, "
-        "float min_denominator, int block_rows=0) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "float min_denominator, int block_rows=0) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Backward pass A alone, for any upstream g = ∂L/∂f [n,k]: C̃, P̃ and ge [n] as in loo_grad.
   m.def("vjp_gram(Tensor x, Tensor y, Tensor a, Tensor f, Tensor h, Tensor g, Tensor t, "
         "int block_rows=0) -> (Tensor, Tensor, Tensor)");

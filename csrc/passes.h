@@ -15,7 +15,6 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/index_put.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -76,7 +75,8 @@ std::tuple<Tensor, Tensor> gram(const Tensor& x, const Tensor& a, const Tensor& 
 
 // Pass 1 with class indices: B = Xᵀ diag(a) onehot(labels) is a scatter of the weighted rows
 // into B's columns (n·d work, not the n·d·k of a product with one-hot targets), added in
-// float64. Accumulated as Bᵀ [k,d], whose rows are contiguous.
+// float64 by the device (K::scatter_rows: deterministic, the same sum from run to run).
+// Accumulated as Bᵀ [k,d], whose rows are contiguous.
 template <class K>
 std::tuple<Tensor, Tensor> gram_labels(const Tensor& x, const Tensor& a, const Tensor& labels, int64_t num_classes,
                                        int64_t block_rows) {
@@ -85,11 +85,10 @@ std::tuple<Tensor, Tensor> gram_labels(const Tensor& x, const Tensor& a, const T
                     "divaext: labels must be int64 class indices [n], got ", labels.scalar_type(), " of shape ",
                     labels.sizes());
   check_targets(labels, x, num_classes);
+  const auto lc = labels.contiguous();
   auto Bt = at::zeros({num_classes, x.size(1)}, detail::f64_on(x));
   auto M = detail::gram_sums(x, a, block_rows, Bt, [&](int64_t s, int64_t e, const Tensor& xa) {
-    // index_put_ with accumulate adds element by element (measured 7× faster than a one-hot
-    // product at k = 1000 on CPU, and far faster than index_add_, which adds row by row)
-    Bt.index_put_({labels.slice(0, s, e)}, xa.to(at::kDouble), /*accumulate=*/true);
+    K::scatter_rows(xa.contiguous(), lc.slice(0, s, e), Bt);
   });
   return {M, Bt.t().contiguous()};
 }
@@ -153,9 +152,12 @@ Tensor loss_rows(const Tensor& f, const Tensor& y, int64_t kind) {
 // c = a (g·e)/D, U = g/D. Summing in whitened coordinates keeps every term O(h) in size:
 // their rounding does not grow with the conditioning of M (forming S C S explicitly does).
 // f and g live one block at a time (pass B recomputes what it needs of f: vjp_fit). Returns
-// h [n], ge [n] = g·e (all pass B needs of g), Σ w ℓ (float64 0-d), C̃, P̃.
+// h [n], ge [n] = g·e (all pass B needs of g), Σ w ℓ (float64 0-d), C̃, P̃, and
+// max_i |y_i − ŷ_i| (float64 0-d, NaN if one is NaN; 0 without rows), the residual scale of
+// the gradient's accuracy estimate (engine/accuracy.py), formed from the fit ŷ = z v that
+// the pass has anyway instead of by another read of X.
 template <class K>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
     const Tensor& x, const Tensor& y, const Tensor& a, const Tensor& w, const Tensor& t, const Tensor& v,
     int64_t kind, double min_denominator, int64_t block_rows) {
   const int64_t k = detail::check_features_targets(x, y, v.size(-1)), n = x.size(0), d = x.size(1);
@@ -166,17 +168,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> loo_grad(
   const auto vv = v.to(compute_type(x));
   const auto yc = y.contiguous(), ac = a.contiguous(), wc = w.contiguous();
   auto h = at::empty({n}, detail::compute_on(x)), ge = at::empty({n}, detail::compute_on(x));
-  auto loss = at::empty({n}, detail::f64_on(x));
+  auto loss = at::empty({n}, detail::f64_on(x)), resid = at::empty({n}, detail::compute_on(x));
   const int64_t blk = block_rows_for(block_rows, n, d);
   auto f = at::empty({blk, k}, detail::compute_on(x)), g = at::empty({blk, k}, detail::compute_on(x));
   auto [Ct, Pt] = detail::whitened_sums(x, t, k, block_rows, [&](int64_t s, int64_t e, Tensor& zb, Tensor& cb,
                                                                      Tensor& ub) {
     K::loo_grad(zb, at::mm(zb, vv), yc.slice(0, s, e), ac.slice(0, s, e), wc.slice(0, s, e), kind,
                 f.slice(0, 0, e - s), h.slice(0, s, e), g.slice(0, 0, e - s), loss.slice(0, s, e), cb, ub,
-                ge.slice(0, s, e));
+                ge.slice(0, s, e), resid.slice(0, s, e));
   });
   detail::check_denominators(ac, h, min_denominator);
-  return std::make_tuple(h, ge, loss.sum(), Ct, Pt);
+  auto resid_max = n ? resid.max().to(at::kDouble) : at::zeros({}, detail::f64_on(x));  // max propagates NaN
+  return std::make_tuple(h, ge, loss.sum(), Ct, Pt, resid_max);
 }
 
 // Registers the generic passes with a device's row kernels (called from */register.cpp).

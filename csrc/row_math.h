@@ -42,12 +42,21 @@ DIVAEXT_HD void vjp_scalars_row(const R& r, const T* f, const Y& y, T a, T h, co
   r.put(ge, T(s));
 }
 
-// The fused pass of one row: loo_row, then the loss and vjp_scalars of its f. f and g are
-// written and re-read by the row's workers: r.sync() orders those accesses. D is formed from
-// h in T, as vjp_scalars_row does for the unfused path (vjp_gram), so both agree.
+// The largest fit residual of one row, *resid = max_c |y_c − ŷ_c| (NaN if one is NaN): the
+// scale of the residuals r = y − x·W = D (y − f) that every term of the gradient is
+// proportional to (python/divaext/engine/accuracy.py judges the cancellation in forming them).
+template <class R, typename T, class Y>
+DIVAEXT_HD void residual_row(const R& r, const T* yhat, const Y& y, T* resid, long k) {
+  r.put(resid, T(r.amax(k, [&](long c) { return y(c) - double(yhat[c]); })));
+}
+
+// The fused pass of one row: the residual scale, loo_row, then the loss and vjp_scalars of its
+// f. f and g are written and re-read by the row's workers: r.sync() orders those accesses. D
+// is formed from h in T, as vjp_scalars_row does for the unfused path (vjp_gram), so both agree.
 template <class R, typename T, class Y>
 DIVAEXT_HD void loo_grad_row(const R& r, const T* z, const T* yhat, const Y& y, T a, T w, int kind, T* f, T* h,
-                             T* g, double* loss, T* c, T* u, T* ge, long d, long k) {
+                             T* g, double* loss, T* c, T* u, T* ge, T* resid, long d, long k) {
+  residual_row(r, yhat, y, resid, k);
   const T hi = loo_row(r, z, yhat, y, a, f, h, d, k);
   r.sync();
   loss_row(r, kind, f, y, w, g, loss, k);

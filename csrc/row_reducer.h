@@ -5,6 +5,8 @@
 //   r.each(n, body)   body(j) for every j in [0, n), each j run by exactly one worker;
 //   r.sum(n, term)    Σ_j term(j) accumulated in double (term returns double or Sums<N>), the
 //                     total returned to every worker; term may also write index j of an output;
+//   r.amax(n, term)   max_j |term(j)| in double (0 for n = 0; NaN if any term is NaN: max_nan),
+//                     returned to every worker;
 //   r.argmax(p, n)    ArgMax of p[0, n) under the order of ArgMax::take (torch.argmax's: NaN
 //                     is the maximum, ties go to the smaller index), returned to every worker;
 //   r.put(p, v)       *p = v by one worker (the row's scalar outputs);
@@ -30,6 +32,14 @@ struct Sums {
   }
   DIVAEXT_HD double operator[](int m) const { return v[m]; }
 };
+
+// The larger of a running max m and a new value v, NaN once either is NaN: unlike fmax (which
+// drops a NaN), a NaN anywhere in a row reaches the row's max whatever order the CPU's loop or
+// CUDA's butterfly meets the values in, so both devices agree (up to the NaN's payload).
+DIVAEXT_HD double max_nan(double m, double v) { return (v > m || v != v) ? v : m; }
+
+// |v| in double, host/device alike (−0 → −0, which never beats a running +0; NaN stays NaN).
+DIVAEXT_HD double magnitude(double v) { return v < 0 ? -v : v; }
 
 // The largest (value, index) seen so far. One order for every device, so the CPU's serial loop
 // and CUDA's lanes and butterfly (which meet the elements in other orders) agree on any row:

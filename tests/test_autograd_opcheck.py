@@ -70,7 +70,7 @@ def _op_samples(device, dtype):
     v = (t.T @ B).contiguous()
     tiny = V.min_denominator(dtype)
     f, h = ops.loo_rows(x, y, a, t, v, tiny, 0)
-    _, ge, _, Ct, Pt = ops.loo_grad(x, y, a, w, t, v, 1, tiny, 8)
+    _, ge, _, Ct, Pt, _ = ops.loo_grad(x, y, a, w, t, v, 1, tiny, 8)
     g = torch.randn_like(f)
     evals, E = torch.linalg.eigh(Ct)
     basis = torch.cat([t @ E, t @ Pt], 1).contiguous()

@@ -11,18 +11,14 @@ random problems; measured ≤ 3e-5).
 """
 from __future__ import annotations
 
-import os
-import time
-
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import divaext
 from divaext import streaming
 from divaext.engine.validate import LOSSES
+from gloo_ranks import run_two_ranks
 
 RTOL = {torch.float64: 1e-9, torch.float32: 2e-4}
 CASES = [(k, dtype) for k in (2, 1000) for dtype in (torch.float64, torch.float32)]
@@ -102,41 +98,21 @@ def test_loo_derivative_passes_return_nothing_n_by_k(monkeypatch, stream):
 SPLIT = 37
 
 
-def _worker(rank, port, tmp):
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _shard(rank):
     out = {}
-    try:
-        for k, dtype in CASES:
-            x, labels, a = _data(k, dtype)
-            s, e = (0, SPLIT) if rank == 0 else (SPLIT, x.shape[0])
-            for loss in sorted(LOSSES):
-                out[(k, str(dtype), loss)] = tuple(divaext.loo_derivative(
-                    x[s:e], labels[s:e], a[s:e], lam=0.7, loss=loss, num_classes=k, group="default"))
-            out[(k, str(dtype), "stream")] = tuple(streaming.loo_derivative(
-                x[s:e].numpy(), labels[s:e], a[s:e], lam=0.7, num_classes=k, block_rows=11, group="default"))
-    except BaseException as err:  # noqa: BLE001  (the parent reports it)
-        out = {"crash": repr(err)}
-    torch.save(out, os.path.join(tmp, f"rank{rank}.pt"))
-    dist.barrier()
-    dist.destroy_process_group()
+    for k, dtype in CASES:
+        x, labels, a = _data(k, dtype)
+        s, e = (0, SPLIT) if rank == 0 else (SPLIT, x.shape[0])
+        for loss in sorted(LOSSES):
+            out[(k, str(dtype), loss)] = tuple(divaext.loo_derivative(
+                x[s:e], labels[s:e], a[s:e], lam=0.7, loss=loss, num_classes=k, group="default"))
+        out[(k, str(dtype), "stream")] = tuple(streaming.loo_derivative(
+            x[s:e].numpy(), labels[s:e], a[s:e], lam=0.7, num_classes=k, block_rows=11, group="default"))
+    return out
 
 
 def test_sharded_labels_equal_one_hot_single_process(tmp_path):
-    from test_distributed import _free_port  # the gloo pattern of tests/test_distributed.py
-
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
-    while not ctx.join(timeout=1) and time.monotonic() < deadline:
-        pass
-    if any(p.is_alive() for p in ctx.processes):
-        for p in ctx.processes:
-            p.kill()
-        pytest.fail("the 2 ranks did not finish within 120 s (a collective hung)")
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    for r in ranks:
-        assert "crash" not in r, r
+    ranks = run_two_ranks(_shard, tmp_path)
     for k, dtype in CASES:
         x, labels, a = _data(k, dtype)
         for loss in sorted(LOSSES) + ["stream"]:

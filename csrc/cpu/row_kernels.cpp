@@ -10,6 +10,9 @@ namespace divaext::cpu {
 namespace {
 // Rows per parallel chunk: a row is O(d + k) work, so small chunks already amortise the fork.
 constexpr int64_t kGrain = 256;
+// Columns per parallel chunk of scatter_rows: each chunk walks every row of the block, so a
+// chunk must be long enough (here 512 bytes of float64) to outweigh that walk.
+constexpr int64_t kColumnGrain = 64;
 
 // f(SerialRow, i) for every row i in [0, b), rows spread over threads.
 template <class F>
@@ -96,17 +99,18 @@ void RowKernels::vjp_scalars(const at::Tensor& f, const at::Tensor& y, const at:
 
 void RowKernels::loo_grad(const at::Tensor& z, const at::Tensor& yhat, const at::Tensor& y,
                           const at::Tensor& a, const at::Tensor& w, int64_t kind, at::Tensor f, at::Tensor h,
-                          at::Tensor g, at::Tensor loss, at::Tensor c, at::Tensor u, at::Tensor ge) {
+                          at::Tensor g, at::Tensor loss, at::Tensor c, at::Tensor u, at::Tensor ge,
+                          at::Tensor resid) {
   const int64_t b = z.size(0), d = z.size(1), k = yhat.size(1);
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "divaext_loo_grad_cpu", [&] {
     const scalar_t *Z = ptr<scalar_t>(z), *YH = ptr<scalar_t>(yhat), *A = ptr<scalar_t>(a), *W = ptr<scalar_t>(w);
     scalar_t *F = ptr<scalar_t>(f), *H = ptr<scalar_t>(h), *G = ptr<scalar_t>(g), *C = ptr<scalar_t>(c),
-             *U = ptr<scalar_t>(u), *GE = ptr<scalar_t>(ge);
+             *U = ptr<scalar_t>(u), *GE = ptr<scalar_t>(ge), *RS = ptr<scalar_t>(resid);
     double* L = ptr<double>(loss);
     with_targets<scalar_t>(y, k, [&](auto Y) {
       for_rows(b, [&](const SerialRow& r, int64_t i) {
         rows::loo_grad_row(r, Z + i * d, YH + i * k, Y.row(i), A[i], W[i], int(kind), F + i * k, H + i, G + i * k,
-                           L + i, C + i, U + i * k, GE + i, d, k);
+                           L + i, C + i, U + i * k, GE + i, RS + i, d, k);
       });
     });
   });
@@ -151,6 +155,26 @@ void RowKernels::val_rows(const at::Tensor& xwp, const at::Tensor& y, at::Tensor
     scalar_t* R = ptr<scalar_t>(grad);
     with_targets<scalar_t>(y, k, [&](auto Y) {
       for_rows(b, [&](const SerialRow& r, int64_t i) { rows::val_row(r, O + i * 2 * k, Y.row(i), R + i, k); });
+    });
+  });
+}
+
+// The threads split the columns, not the rows: each element of Bᵀ is then added by one thread
+// in row order, as a serial loop adds it, so the result is bitwise the same for any number of
+// threads and from run to run (a split by rows would need per-thread k×d partials and their
+// sum in a fixed order: k·d·threads memory). A row's slice of a chunk is contiguous.
+void RowKernels::scatter_rows(const at::Tensor& xa, const at::Tensor& labels, at::Tensor Bt) {
+  const int64_t b = xa.size(0), d = xa.size(1);
+  const int64_t* L = ptr<int64_t>(labels);
+  double* B = ptr<double>(Bt);
+  AT_DISPATCH_FLOATING_TYPES(xa.scalar_type(), "divaext_scatter_rows_cpu", [&] {
+    const scalar_t* X = ptr<scalar_t>(xa);
+    at::parallel_for(0, d, kColumnGrain, [&](int64_t j0, int64_t j1) {
+      for (int64_t i = 0; i < b; ++i) {
+        const scalar_t* xi = X + i * d;
+        double* bi = B + L[i] * d;
+        for (int64_t j = j0; j < j1; ++j) bi[j] += double(xi[j]);
+      }
     });
   });
 }

@@ -29,7 +29,8 @@ struct RowKernels {
                        const at::Tensor& w /*[b]*/, int64_t kind, at::Tensor f /*[b,k] scratch*/,
                        at::Tensor h /*[b] out*/, at::Tensor g /*[b,k] scratch*/,
                        at::Tensor loss /*[b] float64 out*/, at::Tensor c /*[b] out*/,
-                       at::Tensor u /*[b,k] out*/, at::Tensor ge /*[b] out: g·e*/);
+                       at::Tensor u /*[b,k] out*/, at::Tensor ge /*[b] out: g·e*/,
+                       at::Tensor resid /*[b] out: max_c |y − ŷ|*/);
   static void vjp_rows(const at::Tensor& o /*[b,d+k] = x [tE | tP̃]*/,
                        const at::Tensor& eigenvalues /*[d] float64*/, const at::Tensor& f /*[b,k]*/,
                        const at::Tensor& y /*[b,k] | [b]*/, const at::Tensor& a /*[b]*/,
@@ -41,6 +42,9 @@ struct RowKernels {
                       const at::Tensor& h /*[b]*/, const at::Tensor& ge /*[b] g·e*/, at::Tensor grad /*[b] out*/);
   static void val_rows(const at::Tensor& xwp /*[b,2k]*/, const at::Tensor& y /*[b,k] | [b]*/,
                        at::Tensor grad /*[b] out*/);
+  // Pass 1's B with class indices: Bt[labels[i], :] += xa[i, :] in float64 (Bt = Bᵀ).
+  static void scatter_rows(const at::Tensor& xa /*[b,d]*/, const at::Tensor& labels /*[b] int64 in [0, k)*/,
+                           at::Tensor Bt /*[k,d] float64 in/out*/);
 };
 
 }  // namespace divaext::cpu

@@ -16,6 +16,12 @@ struct SerialRow {
     for (long j = 0; j < n; ++j) s += term(j);
     return s;
   }
+  template <class F>
+  double amax(long n, F&& term) const {
+    double m = 0.0;
+    for (long j = 0; j < n; ++j) m = rows::max_nan(m, rows::magnitude(term(j)));
+    return m;
+  }
   // The order of ArgMax::take (row_reducer.h), shared with the CUDA lanes.
   template <typename T>
   rows::ArgMax argmax(const T* p, long n) const {

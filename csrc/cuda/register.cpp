@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <ATen/ops/index_put.h>
 #include <torch/library.h>
 
 #include "cuda/row_kernels.cuh"
@@ -90,16 +91,16 @@ struct RowKernels {
                        const at::Tensor& a /*[b]*/, const at::Tensor& w /*[b]*/, int64_t kind,
                        at::Tensor f /*[b,k] scratch*/, at::Tensor h /*[b] out*/, at::Tensor g /*[b,k] scratch*/,
                        at::Tensor loss /*[b] float64 out*/, at::Tensor c /*[b] out*/, at::Tensor u /*[b,k] out*/,
-                       at::Tensor ge /*[b] out*/) {
+                       at::Tensor ge /*[b] out*/, at::Tensor resid /*[b] out*/) {
     on_stream(z, [&](auto t, cudaStream_t s) {
       using T = decltype(t);
       const long b = z.size(0), d = z.size(1), k = yhat.size(1);
       return is_labels(y) ? launch_loo_grad_labels<T>(ptr<T>(z), ptr<T>(yhat), labels_of(y), ptr<T>(a), ptr<T>(w),
                                                       int(kind), ptr<T>(f), ptr<T>(h), ptr<T>(g), ptr<double>(loss),
-                                                      ptr<T>(c), ptr<T>(u), ptr<T>(ge), b, d, k, s)
+                                                      ptr<T>(c), ptr<T>(u), ptr<T>(ge), ptr<T>(resid), b, d, k, s)
                           : launch_loo_grad<T>(ptr<T>(z), ptr<T>(yhat), ptr<T>(y), ptr<T>(a), ptr<T>(w), int(kind),
                                                ptr<T>(f), ptr<T>(h), ptr<T>(g), ptr<double>(loss), ptr<T>(c),
-                                               ptr<T>(u), ptr<T>(ge), b, d, k, s);
+                                               ptr<T>(u), ptr<T>(ge), ptr<T>(resid), b, d, k, s);
     });
   }
   static void vjp_rows(const at::Tensor& o /*[b,d+k]*/, const at::Tensor& eigenvalues /*[d] float64*/,
@@ -135,6 +136,13 @@ struct RowKernels {
       return is_labels(y) ? launch_val_rows_labels<T>(ptr<T>(xwp), labels_of(y), ptr<T>(grad), b, k, s)
                           : launch_val_rows<T>(ptr<T>(xwp), ptr<T>(y), ptr<T>(grad), b, k, s);
     });
+  }
+  // Pass 1's B with class indices: Bt[labels[i], :] += xa[i, :] in float64. ATen's index_put_
+  // with accumulate on CUDA sorts the indices (a stable radix sort) and adds each run of equal
+  // indices in that order, so the result is deterministic without atomics.
+  static void scatter_rows(const at::Tensor& xa /*[b,d]*/, const at::Tensor& labels /*[b] int64*/,
+                           at::Tensor Bt /*[k,d] float64 in/out*/) {
+    Bt.index_put_({labels}, xa.to(at::kDouble), /*accumulate=*/true);
   }
 };
 

@@ -51,13 +51,13 @@ template <typename T, class Y>
 __global__ void loo_grad_kernel(const T* __restrict__ z, const T* __restrict__ yhat, Y y,
                                 const T* __restrict__ a, const T* __restrict__ w, int kind, T* __restrict__ f,
                                 T* __restrict__ h, T* __restrict__ g, double* __restrict__ loss,
-                                T* __restrict__ c, T* __restrict__ u, T* __restrict__ ge, long b, long d,
-                                long k) {
+                                T* __restrict__ c, T* __restrict__ u, T* __restrict__ ge, T* __restrict__ resid,
+                                long b, long d, long k) {
   WarpRow r;
   const long i = r.row();
   if (i >= b) return;
   rows::loo_grad_row(r, z + i * d, yhat + i * k, y.row(i), a[i], w[i], kind, f + i * k, h + i, g + i * k,
-                     loss + i, c + i, u + i * k, ge + i, d, k);
+                     loss + i, c + i, u + i * k, ge + i, resid + i, d, k);
 }
 
 template <typename T, class Y>
@@ -138,17 +138,18 @@ cudaError_t launch_vjp_scalars_labels(const T* f, const long* labels, const T* a
 
 template <typename T>
 cudaError_t launch_loo_grad(const T* z, const T* yhat, const T* y, const T* a, const T* w, int kind, T* f, T* h,
-                            T* g, double* loss, T* c, T* u, T* ge, long b, long d, long k, cudaStream_t stream) {
+                            T* g, double* loss, T* c, T* u, T* ge, T* resid, long b, long d, long k,
+                            cudaStream_t stream) {
   DIVAEXT_LAUNCH((loo_grad_kernel<T, rows::DenseTargets<T>>), b, stream, z, yhat, rows::DenseTargets<T>{y, k}, a, w,
-                 kind, f, h, g, loss, c, u, ge, b, d, k);
+                 kind, f, h, g, loss, c, u, ge, resid, b, d, k);
 }
 
 template <typename T>
 cudaError_t launch_loo_grad_labels(const T* z, const T* yhat, const long* labels, const T* a, const T* w, int kind,
-                                   T* f, T* h, T* g, double* loss, T* c, T* u, T* ge, long b, long d, long k,
-                                   cudaStream_t stream) {
+                                   T* f, T* h, T* g, double* loss, T* c, T* u, T* ge, T* resid, long b, long d,
+                                   long k, cudaStream_t stream) {
   DIVAEXT_LAUNCH((loo_grad_kernel<T, rows::LabelTargets>), b, stream, z, yhat, rows::LabelTargets{labels}, a, w,
-                 kind, f, h, g, loss, c, u, ge, b, d, k);
+                 kind, f, h, g, loss, c, u, ge, resid, b, d, k);
 }
 
 template <typename T>
@@ -199,7 +200,7 @@ cudaError_t launch_val_rows_labels(const T* xwp, const long* labels, T* grad, lo
   template cudaError_t launch_vjp_scalars<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*,  \
                                              long, long, cudaStream_t);                                     \
   template cudaError_t launch_loo_grad<T>(const T*, const T*, const T*, const T*, const T*, int, T*, T*, T*, \
-                                          double*, T*, T*, T*, long, long, long, cudaStream_t);             \
+                                          double*, T*, T*, T*, T*, long, long, long, cudaStream_t);         \
   template cudaError_t launch_vjp_rows<T>(const T*, const double*, const T*, const T*, const T*, const T*,  \
                                           const T*, T*, long, long, long, cudaStream_t);                    \
   template cudaError_t launch_val_rows<T>(const T*, const T*, T*, long, long, cudaStream_t);                   \
@@ -208,7 +209,8 @@ cudaError_t launch_val_rows_labels(const T* xwp, const long* labels, T* grad, lo
   template cudaError_t launch_vjp_scalars_labels<T>(const T*, const long*, const T*, const T*, const T*, T*, T*, \
                                                     T*, long, long, cudaStream_t);                               \
   template cudaError_t launch_loo_grad_labels<T>(const T*, const T*, const long*, const T*, const T*, int, T*,   \
-                                                 T*, T*, double*, T*, T*, T*, long, long, long, cudaStream_t);   \
+                                                 T*, T*, double*, T*, T*, T*, T*, long, long, long,              \
+                                                 cudaStream_t);                                                  \
   template cudaError_t launch_vjp_rows_labels<T>(const T*, const double*, const T*, const long*, const T*,       \
                                                  const T*, const T*, T*, long, long, long, cudaStream_t);        \
   template cudaError_t launch_vjp_fit<T>(const T*, const double*, const T*, const T*, const T*, const T*, T*,    \

@@ -33,13 +33,14 @@ cudaError_t launch_vjp_scalars(const T* f /*[b,k]*/, const T* y /*[b,k]*/, const
                                T* ge /*[b] out*/, long b, long k, cudaStream_t stream);
 
 // The fused pass: loo_rows, then the loss (as launch_loss_grad) and vjp_scalars of each row.
-// f and g are block scratch; h and ge = g·e are what pass B needs.
+// f and g are block scratch; h and ge = g·e are what pass B needs; resid = max_c |y − ŷ| per
+// row, the residual scale of the accuracy estimate.
 template <typename T>
 cudaError_t launch_loo_grad(const T* z /*[b,d]*/, const T* yhat /*[b,k]*/, const T* y /*[b,k]*/,
                             const T* a /*[b]*/, const T* w /*[b]*/, int kind, T* f /*[b,k] scratch*/,
                             T* h /*[b] out*/, T* g /*[b,k] scratch*/, double* loss /*[b] out*/,
-                            T* c /*[b] out*/, T* u /*[b,k] out*/, T* ge /*[b] out*/, long b, long d, long k,
-                            cudaStream_t stream);
+                            T* c /*[b] out*/, T* u /*[b,k] out*/, T* ge /*[b] out*/, T* resid /*[b] out*/, long b,
+                            long d, long k, cudaStream_t stream);
 
 // grad = D (o[d:]·e) + Σ λ o[:d]² − h ge − a ge h² / D, with o = x [tE | tP̃].
 template <typename T>
@@ -60,8 +61,8 @@ template <typename T>
 cudaError_t launch_loo_grad_labels(const T* z /*[b,d]*/, const T* yhat /*[b,k]*/, const long* labels /*[b]*/,
                                    const T* a /*[b]*/, const T* w /*[b]*/, int kind, T* f /*[b,k] scratch*/,
                                    T* h /*[b] out*/, T* g /*[b,k] scratch*/, double* loss /*[b] out*/,
-                                   T* c /*[b] out*/, T* u /*[b,k] out*/, T* ge /*[b] out*/, long b, long d, long k,
-                                   cudaStream_t stream);
+                                   T* c /*[b] out*/, T* u /*[b,k] out*/, T* ge /*[b] out*/, T* resid /*[b] out*/,
+                                   long b, long d, long k, cudaStream_t stream);
 template <typename T>
 cudaError_t launch_vjp_rows_labels(const T* o /*[b,d+k]*/, const double* lam /*[d]*/, const T* f /*[b,k]*/,
                                    const long* labels /*[b]*/, const T* a /*[b]*/, const T* h /*[b]*/,

@@ -21,6 +21,13 @@ __device__ __forceinline__ rows::Sums<N> warp_sum(rows::Sums<N> s) {
   return s;
 }
 
+// The lanes' running maxima combined under max_nan (row_reducer.h): every lane ends with the
+// row's max, NaN if any lane holds one.
+__device__ __forceinline__ double warp_max(double v) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) v = rows::max_nan(v, __shfl_xor_sync(kFull, v, o));
+  return v;
+}
+
 // Combines the lanes' ArgMax under the order of ArgMax::take (row_reducer.h), the CPU's too.
 // Every lane takes part in every step (a lane with no column holds ArgMax::none()), and the
 // order is total, so every lane ends with the same winner.
@@ -50,6 +57,12 @@ struct WarpRow {
     decltype(term(0L)) s{};
     for (long j = lane; j < n; j += kWarp) s += term(j);
     return warp_sum(s);
+  }
+  template <class F>
+  __device__ __forceinline__ double amax(long n, F&& term) const {
+    double m = 0.0;
+    for (long j = lane; j < n; j += kWarp) m = rows::max_nan(m, rows::magnitude(term(j)));
+    return warp_max(m);
   }
   template <typename T>
   __device__ __forceinline__ rows::ArgMax argmax(const T* p, long n) const {

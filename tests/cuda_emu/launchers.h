@@ -88,16 +88,16 @@ std::vector<Launcher<T>> target_launchers() {
       {Y::name("loo_grad"), true, "yhat", "b",
        {{"z", "b d"}, {"yhat", "b k"}, Y::spec(), {"a", "b", Role::in, Gen::coef}, {"w", "b", Role::in, Gen::weight},
         {"f", "b k", out}, {"h", "b", out}, {"g", "b k", out}, {"loss", "b", out, Gen::data, true}, {"c", "b", out},
-        {"u", "b k", out}, {"ge", "b", out}},
+        {"u", "b k", out}, {"ge", "b", out}, {"resid", "b", out}},
        [s0](A& x, int kind) {
          return EMU_LAUNCHER(launch_loo_grad)(x.t("z"), x.t("yhat"), Y::ptr(x), x.t("a"), x.t("w"), kind, x.t("f"),
-                                              x.t("h"), x.t("g"), x.f64("loss"), x.t("c"), x.t("u"), x.t("ge"), x.s.b,
-                                              x.s.d, x.s.k, s0);
+                                              x.t("h"), x.t("g"), x.f64("loss"), x.t("c"), x.t("u"), x.t("ge"),
+                                              x.t("resid"), x.s.b, x.s.d, x.s.k, s0);
        },
        [](A& x, long i, int kind) {
          rows::loo_grad_row(SerialRow{}, x.t("z", i), x.t("yhat", i), Y::row(x, i), *x.t("a", i), *x.t("w", i),
                             kind, x.t("f", i), x.t("h", i), x.t("g", i), x.f64("loss", i), x.t("c", i), x.t("u", i),
-                            x.t("ge", i), x.s.d, x.s.k);
+                            x.t("ge", i), x.t("resid", i), x.s.d, x.s.k);
        }},
       {Y::name("vjp_rows"), false, "o", "b",
        {{"o", "b d+k"}, {"lam", "d", Role::in, Gen::lam, true}, {"f", "b k"}, Y::spec(), {"h", "b", Role::in, Gen::h},

@@ -78,20 +78,20 @@ def _kappa(y_max: float, x_max: float, W: torch.Tensor, r_max: float) -> float:
     return scale / r_max
 
 
-def loo_cancellation(rows, y, a, h, fac, lam: float, k: int, f=None) -> float:
+def loo_cancellation(rows, y, a, h, fac, lam: float, k: int, f=None, r_max=None) -> float:
     """κ of the LOO gradient: r = D·(y − f) = y − x·W; ‖x_i‖ is bounded by √(h_i·(μ_max + λ))
     (h_i = x_iᵀ(M + λI)⁻¹x_i) without a pass over X. That bound is loose by up to √cond(M); only
     where it would refuse are the row norms read (one more pass). ``y``: class indices [n] or an
-    [n,k] matrix. Without the LOO predictions ``f`` (the fused pass keeps none: nothing n×k), the
-    residuals are read block by block from x·W (one more pass, O(n·d·k))."""
+    [n,k] matrix. The residual scale max |r| is either ``r_max`` (0-d tensor), which the fused
+    pass (ops loo_grad) forms from the fit x·W it has, over every rank's rows, or read from the
+    LOO predictions ``f`` [n,k] of this rank's rows."""
     W = fac.t @ fac.v
-    if f is not None and h.numel():
-        r = (1 - a.double() * h.double())[:, None] * (one_hot(y, k, torch.float64) - f.double())
-        r_max = _amax(r)
-    elif f is not None:
-        r_max = 0.0
+    if r_max is not None:
+        r_max = _amax(r_max)
+    elif h.numel():
+        r_max = _amax((1 - a.double() * h.double())[:, None] * (one_hot(y, k, torch.float64) - f.double()))
     else:
-        r_max = float(rows.agree(_max_residual, rows, y, W, k))
+        r_max = 0.0
     y_max = (1.0 if y.numel() else 0.0) if y.dim() == 1 else (_amax(y) if y.numel() else 0.0)
     h_max = float(h.double().max()) if h.numel() else 0.0
     y_max, h_max, r_max = _max_over_ranks(rows, [y_max, h_max, r_max]).tolist()
@@ -110,19 +110,6 @@ def _chunks(blocks, shape, elements: int = 1 << 22):
     for s, xb in blocks:
         for c in range(0, xb.shape[0], rows_per):
             yield s + c, xb[c:c + rows_per]
-
-
-def _max_residual(rows, y, W: torch.Tensor, k: int) -> float:
-    """max |y − x·W| over this process's rows (one read of them, a block at a time)."""
-    out = 0.0
-    blocks = iter(rows.blocks)
-    try:
-        for s, xb in _chunks(blocks, W.shape):
-            xb = xb.to(rows.dtype)  # half-precision features are computed in float32
-            out = max(out, _amax(one_hot(y[s:s + xb.shape[0]], k, xb.dtype) - xb @ W.to(xb.dtype)))
-    finally:  # stops a stream's reader thread, on errors too
-        getattr(blocks, "close", lambda: None)()
-    return out
 
 
 def _max_row_norm(rows) -> float:

@@ -165,7 +165,7 @@ def _(x, y, a, w, t, v, kind, min_denominator, block_rows=0):
     _f64_like(t, x, "t (inverse Cholesky factor)", (d, d))
     _f64_like(v, x, "v (whitened ridge weights)", (d, k))
     _loss(kind, k)
-    return (_empty(x, n), _empty(x, n), _f64(x), _f64(x, d, d), _f64(x, d, k))
+    return (_empty(x, n), _empty(x, n), _f64(x), _f64(x, d, d), _f64(x, d, k), _f64(x))  # …, max |y − ŷ|
 
 
 @torch.library.register_fake("divaext::vjp_gram")

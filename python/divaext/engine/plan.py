@@ -150,13 +150,14 @@ def loo_loss_and_grad(rows: Rows, y, a, lam: float, kind: int, w, k: int) -> Tup
     fac = factor(rows, y, a, lam, k)
     # The loss is known, so its gradient is formed row by row in the pass that forms f; f is
     # not kept (n × k): pass B recomputes the fit from x t v.
-    h, ge, loss_sum, Ct, Pt = rows.run("loo_grad", (y, a, w), fac.t, fac.v, kind, V.min_denominator(rows.dtype))
+    h, ge, loss_sum, Ct, Pt, r_max = rows.run("loo_grad", (y, a, w), fac.t, fac.v, kind,
+                                              V.min_denominator(rows.dtype))
     total = _mean_weight(rows, w, "loss_weights")
     inv = 1.0 / total  # everything downstream is linear in g: normalise the mean once, after the sums
     grad = rows.run("vjp_fit", (y, a, h, ge.mul_(inv.to(ge.dtype))),
                     *_pass_b_operands(fac, Ct * inv, Pt * inv, fit=True))
-    error = accuracy.primal_error(smallest_denominator(rows, a, h), accuracy.loo_cancellation(rows, y, a, h, fac, lam, k),
-                                  rows.dtype)
+    kappa = accuracy.loo_cancellation(rows, y, a, h, fac, lam, k, r_max=r_max)
+    error = accuracy.primal_error(smallest_denominator(rows, a, h), kappa, rows.dtype)
     return Derivative(loss_sum / total, grad), error
 
 

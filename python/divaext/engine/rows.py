@@ -9,6 +9,7 @@ a shard. :class:`Rows` is that source; :meth:`Rows.run` is the only place a pass
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -18,15 +19,18 @@ from . import validate as V
 from . import collectives as D
 from .ops import ops
 
-ROW, SUM = "row", "sum"
+ROW, SUM, MAX = "row", "sum", "max"
 
 # What each output of a pass op is: ROW, one value (or one row) per row of X, kept where its row
-# is; SUM, a sum over rows, added over blocks and all-reduced over ranks (all float64).
+# is; SUM, a sum over rows, added over blocks and all-reduced over ranks (all float64); MAX, a
+# max over rows (float64 0-d, NaN if a row's is), taken over blocks and all-reduced with MAX over
+# ranks (a NaN is sent as +inf: a collective's max may drop a NaN, never an inf).
 OUTPUTS = {
     "gram": (SUM, SUM),  # M [d,d], B [d,k]
     "gram_labels": (SUM, SUM),  # the same from class indices
     "loo_rows": (ROW, ROW),  # f [n,k], h [n]
-    "loo_grad": (ROW, ROW, SUM, SUM, SUM),  # h, ge = g·e; Σ w ℓ, C̃ [d,d], P̃ [d,k] (no [n,k] output)
+    # h, ge = g·e; Σ w ℓ, C̃ [d,d], P̃ [d,k]; max |y − ŷ| (no [n,k] output)
+    "loo_grad": (ROW, ROW, SUM, SUM, SUM, MAX),
     "vjp_gram": (SUM, SUM, ROW),  # C̃, P̃; ge
     "vjp_rows": (ROW,),  # ∂L/∂a [n]
     "vjp_fit": (ROW,),  # ∂L/∂a [n]
@@ -79,16 +83,25 @@ class Rows:
     def run(self, op: str, row_args: Sequence[torch.Tensor], *consts):
         """One pass: ``ops.<op>(xb, *(r[s:e] for r in row_args), *consts, op_block_rows)`` for
         every block. Returns the op's outputs: ROW ones for this process's rows, SUM ones summed
-        over every row of every rank (one all-reduce for all of them). A failure on any rank
-        (bad rows, an unreadable file) raises on every rank."""
+        over every row of every rank (one all-reduce for all of them), MAX ones the max over
+        every row of every rank. A failure on any rank (bad rows, an unreadable file) raises on
+        every rank."""
         kinds = OUTPUTS[op]
         outs = self.agree(self._local_pass, getattr(ops, op), kinds, row_args, consts)
-        sums = [i for i, kind in enumerate(kinds) if kind is SUM]
-        if self.group is not None and sums:
-            flat = self.allreduce(torch.cat([outs[i].reshape(-1) for i in sums]))
-            for i, part in zip(sums, flat.split([outs[i].numel() for i in sums])):
-                outs[i] = part.view_as(outs[i])
+        if self.group is not None:
+            self._combine_ranks(outs, kinds, SUM, lambda t: D.allreduce_sum(t, self.group))
+            self._combine_ranks(outs, kinds, MAX, lambda t: D.allreduce_max(t.nan_to_num(nan=math.inf), self.group))
         return tuple(outs) if len(outs) > 1 else outs[0]
+
+    @staticmethod
+    def _combine_ranks(outs: List[torch.Tensor], kinds, kind: str, reduce) -> None:
+        """The outputs of one kind, flattened into one tensor, reduced over the ranks in one call."""
+        which = [i for i, k in enumerate(kinds) if k is kind]
+        if not which:
+            return
+        flat = reduce(torch.cat([outs[i].reshape(-1) for i in which]))
+        for i, part in zip(which, flat.split([outs[i].numel() for i in which])):
+            outs[i] = part.view_as(outs[i])
 
     def _local_pass(self, op, kinds, row_args, consts) -> List[torch.Tensor]:
         n = self.shape[0]
@@ -108,6 +121,8 @@ class Rows:
                 for i, (kind, o) in enumerate(zip(kinds, got)):
                     if kind is SUM:
                         outs[i] = o if outs[i] is None else outs[i].add_(o)
+                    elif kind is MAX:  # torch.maximum keeps a NaN
+                        outs[i] = o if outs[i] is None else torch.maximum(outs[i], o)
                     elif e - s == n:  # the block is all the rows: keep the op's output
                         outs[i] = o
                     else:
