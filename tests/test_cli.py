@@ -202,7 +202,7 @@ def test_class_names_agree_across_files(tmp_path, capsys):
     np.save(tmp_path / "yi.npy", yp)
     code, _, err = _run(["extend", tmp_path / "xc.npy", tmp_path / "yc.csv", tmp_path / "xp.npy", tmp_path / "yi.npy",
                          "-o", tmp_path / "sel2.csv", "--no-header"], capsys)
-    assert code == 1 and "holds class indices but another labels file holds class names" in err
+    assert code == 1 and "are strings but labels in" in err and "yi.npy' are numbers" in err
 
 
 def test_feature_formats(data, capsys):

@@ -22,6 +22,7 @@ import torch.multiprocessing as mp
 import divaext
 from divaext import distributed as D
 from divaext import streaming
+from divaext.workflows import label_quality as LQ
 
 WORLD = 2
 N, DIM, K, M = 60, 6, 5, 21
@@ -152,6 +153,13 @@ def _scenarios(rank, npy_path):
     run("differ_steps", lambda: divaext.reweight(x[s:e], y[s:e], select=None, lam=0.7, steps=[1, 3][rank],
                                                  group="default"))
     run("differ_probs_lam", lambda: divaext.loo_pred_probs(x[s:e], y[s:e], lam=[0.7, 0.5][rank], group="default"))
+    # confident learning's count on shards (label_quality.find_issues) agrees its own settings:
+    # a different k, or keep_confident_labels on one rank only, joins different collectives.
+    probs = torch.softmax(torch.randn(e - s, K, generator=torch.Generator().manual_seed(rank)), 1)
+    run("differ_issues_k", lambda: LQ.find_issues(probs[:, :K - rank], y[s:e] % (K - rank), K - rank,
+                                                  group=dist.group.WORLD))
+    run("differ_issues_keep", lambda: LQ.find_issues(probs, y[s:e], K, group=dist.group.WORLD,
+                                                     keep_confident_labels=[True, False][rank]))
     # num_classes=None: each rank counts the classes of its own training and validation labels
     # (4 on rank 0, 5 on rank 1): a per-rank count, not a setting the ranks disagree on.
     yv_k = yv % (K - 1) if rank == 0 else yv
@@ -348,6 +356,9 @@ def test_in_memory_streamed_and_sharded_paths_agree(ranks, tmp_path):
     ("differ_rule", r"ValueError: divaext: the ranks passed different eps \(rank 0: 0.0, rank 1: None\)"),
     ("differ_steps", r"ValueError: divaext: the ranks passed different steps \(rank 0: 1, rank 1: 3\)"),
     ("differ_probs_lam", r"ValueError: divaext: the ranks passed different lam \(rank 0: 0.7, rank 1: 0.5\)"),
+    ("differ_issues_k", r"ValueError: divaext: the ranks passed different num_classes \(rank 0: 5, rank 1: 4\)"),
+    ("differ_issues_keep", r"ValueError: divaext: the ranks passed different keep_confident_labels \(rank 0: True, "
+                           r"rank 1: False\)"),
     ("differ_stream_val_weights", r"ValueError: divaext: the ranks passed different val_loss_weights \(rank 0: False, "
                                   r"rank 1: True\)"),
 ])

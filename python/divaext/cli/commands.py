@@ -62,11 +62,8 @@ def cmd_detect(args) -> None:
 
 def _true_labels(args) -> np.ndarray:
     """--true-labels, read from --true-labels-column (default: --labels-column) and encoded
-    with the same class names as the labels."""
-    column = args.true_labels_column if args.true_labels_column is not None else args.labels_column
-    values = dio.load_labels(args.true_labels, args.labels_key, column, header=False if args.no_header else None,
-                             column_flag="--true-labels-column").values
-    return args.classes.encode(values, args.true_labels)
+    together with every other labels file of the command (steps.Classes)."""
+    return S.load_labels(args, args.true_labels).values
 
 
 # A class seen once cannot be predicted by the model trained without that sample: labels with

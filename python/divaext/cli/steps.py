@@ -11,38 +11,81 @@ import numpy as np
 import torch
 
 from .. import io as dio
-from ..labels import encode_labels
+from ..labels import encode_label_sets
 
 
 class Classes:
-    """Class names shared by every labels file of one command, so that their indices agree
-    (core vs pool, labels vs true labels, …): the first file with names fixes their order,
-    names first seen in a later file are appended (:func:`divaext.labels.encode_labels`)."""
+    """One encoding over every labels file of a command, by the Python API's rules
+    (:func:`divaext.labels.encode_label_sets`, as ``detect(labels, val_labels=…)`` or
+    ``extend(core_labels, pool_labels)`` encode theirs): the training file (labels, core
+    labels) fixes the classes, a label only another file holds (a −1 "unlabeled" marker, a
+    new name) is a new class appended after them, and files of different kinds (numbers vs
+    names) are refused naming both. So a label means the same class in every file of the
+    command, and the same class as in Python given the same arrays."""
 
     def __init__(self):
         self.names: Optional[np.ndarray] = None
-        self.kind: Optional[str] = None  # "names" | "indices"
+        self._read: dict = {}  # (path, column) → dio.Labels as read, in reading order
+        self._codes: dict = {}  # (path, column) → (n,) int64 codes
 
-    def encode(self, values: np.ndarray, path: str) -> np.ndarray:
-        try:
-            codes, names = encode_labels(values, name=f"labels in {path!r}")
-            kind = "indices" if names is None else "names"
-            if self.kind is not None and kind != self.kind:
-                raise dio.InputError(f"{path!r} holds class {kind} but another labels file holds class "
-                                     f"{self.kind}; use one kind for all labels")
-            if names is not None and self.names is not None:
-                codes, names = encode_labels(values, classes=self.names, name=f"labels in {path!r}")
-        except (TypeError, ValueError) as e:  # a missing label, mixed types: name the file
-            raise dio.InputError(str(e).removeprefix("divaext: ")) from None
-        self.kind, self.names = kind, names
-        return codes.numpy()
+    def labels(self, args, path: str, column: Optional[str]) -> dio.Labels:
+        """The labels file ``path`` (its ``column``) with its values encoded; the first call
+        reads every labels file the command names, so that they are encoded together."""
+        key = (str(path), column)
+        if key not in self._codes:
+            for k in [*label_files(args), key]:
+                if k not in self._read:
+                    self._read[k] = dio.load_labels(k[0], args.labels_key, k[1], args.id_column,
+                                                    header=False if args.no_header else None,
+                                                    column_flag=column_flag(args, k[0]))
+            keys = list(self._read)  # the training file first: label_files lists it first
+            try:
+                codes, self.names = encode_label_sets([self._read[k].values for k in keys],
+                                                      [f"labels in {k[0]!r}" for k in keys])
+            except (TypeError, ValueError) as e:  # mixed kinds, a missing label: named by file
+                raise dio.InputError(str(e).removeprefix("divaext: ")) from None
+            self._codes = {k: c.numpy() for k, c in zip(keys, codes)}
+        return self._read[key]._replace(values=self._codes[key])
 
 
-def load_labels(args, path: str) -> dio.Labels:
-    """The labels file at ``path`` with its values encoded as int64 class indices."""
-    labels = dio.load_labels(path, args.labels_key, args.labels_column, args.id_column,
-                             header=False if args.no_header else None)
-    return labels._replace(values=args.classes.encode(labels.values, path))
+# the arguments naming labels files, the training labels first (they fix the classes)
+LABEL_FILES = ("labels", "core_labels", "val_labels", "pool_labels", "test_labels", "true_labels")
+
+
+def label_files(args) -> list:
+    """(path, column) of every labels file the command was given, training labels first; a
+    file's column is its own ``--<name>-column`` option where the parser has one, else
+    ``--labels-column``."""
+    return [(str(getattr(args, name)), _column(args, name)) for name in LABEL_FILES
+            if getattr(args, name, None) is not None]
+
+
+def _column(args, name: str) -> Optional[str]:
+    own = getattr(args, f"{name}_column", None) if name != "labels" else None
+    return own if own is not None else args.labels_column
+
+
+def load_labels(args, path: str, column: Optional[str] = None) -> dio.Labels:
+    """The labels file at ``path`` with its values as int64 class indices, encoded together
+    with every other labels file of the command (:class:`Classes`)."""
+    return args.classes.labels(args, path, column if column is not None else _column_of(args, path))
+
+
+def column_flag(args, path: str) -> str:
+    """The option that chose the column of the labels file ``path``, for messages."""
+    for name in LABEL_FILES[1:]:
+        if getattr(args, name, None) is not None and str(getattr(args, name)) == str(path) \
+                and getattr(args, f"{name}_column", None) is not None:
+            return f"--{name.replace('_', '-')}-column"
+    return "--labels-column"
+
+
+def _column_of(args, path: str) -> Optional[str]:
+    """The column option that belongs to the labels file ``path`` (--labels-column by default)."""
+    for name in LABEL_FILES:
+        if getattr(args, name, None) is not None and str(getattr(args, name)) == str(path):
+            return _column(args, name)
+    return args.labels_column
 
 
 def load_xy(args, features: str, labels: str, what: str):

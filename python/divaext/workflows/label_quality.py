@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 
 from . import _common as C
+from ..engine import collectives as D
 
 # Newton's method on β = 1/T: the NLL is convex in β; 50 steps with step halving reach
 # machine precision on every data set we tried in < 15 steps.
@@ -155,6 +156,9 @@ def find_issues(probs: torch.Tensor, y: torch.Tensor, num_classes: int, group=No
     rule) also those whose given class reaches its threshold. The per-cell cut is found by
     bisection on the margin with one (k, k) all-reduce per step, so shards need not exchange rows.
     """
+    # every scalar setting agreed before the first collective: a rank with another k or rule
+    # would join collectives of other sizes or counts (a gloo abort or a hang), not an error
+    D.agree_on_settings(group, num_classes=num_classes, keep_confident_labels=keep_confident_labels)
     k = num_classes
     check_num_classes(k)
     p, y = probs.double(), y.long()
