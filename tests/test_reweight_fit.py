@@ -15,6 +15,7 @@ from divaext.engine import reference as R
 from divaext.engine import validate as V
 from divaext.workflows import reweight_select as S
 from divaext.workflows.reweight import gradient_steps, show_progress
+from divaext.workflows.lambda_passes import targets
 from divaext.workflows.reweight_fit import EigenFit, Walker, _eigh_threads
 
 
@@ -38,7 +39,7 @@ def test_loo_derivative_equals_reference(loss):
     x, y, a, Y = problem()
     lw = torch.rand(len(y), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for lam in (0.3, 5.0):
-        got = EigenFit(x, Y, a).loo_derivative(lam, V.LOSSES[loss], lw)
+        got = EigenFit(x, targets(y, x, 3), a).loo_derivative(lam, V.LOSSES[loss], lw)
         ref = R.loo_derivative(x, Y, a, lam, loss, lw)
         assert abs(got.loss - float(ref.loss)) <= 1e-12 * abs(float(ref.loss))
         assert rel(got.grad, ref.grad) < 1e-10
@@ -47,7 +48,7 @@ def test_loo_derivative_equals_reference(loss):
 def test_val_derivative_equals_reference():
     x, y, a, Y = problem()
     xv, yv, _, Yv = problem(n=60, seed=3)
-    got = EigenFit(x, Y, a).val_derivative(0.7, V.LOSSES["ce"], xv, Yv)
+    got = EigenFit(x, targets(y, x, 3), a).val_derivative(0.7, V.LOSSES["ce"], xv, targets(yv, xv, 3))
     ref = R.val_derivative(x, Y, a, 0.7, xv, Yv, "ce")
     assert abs(got.loss - float(ref.loss)) <= 1e-12 * float(ref.loss)
     assert rel(got.grad, ref.grad) < 1e-10
@@ -57,7 +58,7 @@ def test_val_derivative_equals_reference():
 def test_loo_lambda_equals_select_lambda(dtype):
     for seed in range(3):
         x, y, a, Y = problem(seed=seed, dtype=dtype)
-        assert EigenFit(x, Y, a).loo_lambda() == divaext.select_lambda(x, y, a).lam
+        assert EigenFit(x, targets(y, x, 3), a).loo_lambda() == divaext.select_lambda(x, y, a).lam
 
 
 def test_path_losses_and_weights_equal_direct_refits():

@@ -107,16 +107,10 @@ def evaluate(x, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired: bool = F
     every λ, which then costs O(rows·d·k) each."""
     f64 = dict(dtype=torch.float64, device=x.device)
     G, k, d = lams.shape[0], t.k, x.shape[1]
-    inv = 1.0 / (s[:, None] + lams.to(x.device)[None, :])  # (d, G)
     # Per-row math in the features' dtype, like divaext.loo_predictions (float32 inputs get
     # float32 block products); the d×d algebra and the sums are float64.
-    vec_c, inv_c = vec.to(x.dtype), inv.to(x.dtype)
-    # (d, G·k): column (g, c) = (Vᵀ B)[:, c] / (s + lam_g), so U_b @ coef = ŷ for every lam;
-    # formed one λ at a time, so no float64 (d, G·k) copy exists (540 MB at d = 2048, k = 1000)
-    coef_c = torch.empty(d, G, k, dtype=x.dtype, device=x.device)
-    for g in range(G):
-        coef_c[:, g] = VtB * inv[:, g:g + 1]
-    coef_c = coef_c.view(d, G * k)
+    vec_c = vec.to(x.dtype)
+    inv_c, coef_c = grid_coefficients(s, VtB, lams, x.dtype)
     err, loss, total = torch.zeros(G, **f64), torch.zeros(G, **f64), torch.zeros((), **f64)
     min_den = torch.full((G,), float("inf"), **f64)
     if paired:
@@ -125,15 +119,7 @@ def evaluate(x, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired: bool = F
     rows = max(1, BLOCK_ELEMENTS // max(d, G * k))
     for sl in _blocks(x.shape[0], rows, progress, desc):
         yb, ab, wb = t.block(sl, x), a[sl], w[sl].double()
-        u = x[sl] @ vec_c  # (b, d)
-        ah = ab[:, None] * ((u * u) @ inv_c)  # (b, G): a_i h_i(lam)
-        den = 1.0 - ah
-        # f = (ŷ − a h y) / (1 − a h), built in place in the (b, G, k) buffer of ŷ
-        f = (u @ coef_c).view(-1, G, k)
-        f.addcmul_(ah[:, :, None], yb[:, None, :], value=-1.0).div_(den[:, :, None])
-        wrong = (f.argmax(2) != t.classes(sl, yb)[:, None]).double()  # (b, G)
-        lrows = ops.loss_rows(f, yb, kind)  # (b, G) float64, the ops' loss formulas
-        del f
+        wrong, lrows, den = loo_block(x[sl] @ vec_c, yb, t.classes(sl, yb), ab, inv_c, coef_c, kind)
         err += wb @ wrong
         loss += wb @ lrows
         total += wb.sum()
@@ -148,6 +134,35 @@ def evaluate(x, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired: bool = F
     if not paired:
         return Sums(err, loss, total, min_den)
     return Sums(err, loss, total, min_den, err2, err1, loss2, loss1, w2)
+
+
+def grid_coefficients(s: torch.Tensor, VtB: torch.Tensor, lams: torch.Tensor, dtype: torch.dtype):
+    """(inv (d, G), coef (d, G·k)) in ``dtype`` for :func:`loo_block`: ``inv[m, g] = 1/(s_m + λ_g)``
+    and column (g, c) of coef = (Vᵀ B)[:, c] / (s + λ_g), so U_b @ coef = ŷ for every λ.
+    s (d,), VtB (d, k), lams (G,) float64."""
+    d, k, G = VtB.shape[0], VtB.shape[1], lams.shape[0]
+    inv = 1.0 / (s[:, None] + lams.to(s.device)[None, :])  # (d, G)
+    # formed one λ at a time, so no float64 (d, G·k) copy exists (540 MB at d = 2048, k = 1000)
+    coef = torch.empty(d, G, k, dtype=dtype, device=s.device)
+    for g in range(G):
+        coef[:, g] = VtB * inv[:, g:g + 1]
+    return inv.to(dtype), coef.view(d, G * k)
+
+
+def loo_block(u: torch.Tensor, yb: torch.Tensor, classes: torch.Tensor, ab: torch.Tensor, inv: torch.Tensor,
+              coef: torch.Tensor, kind: int):
+    """One row block's LOO results at every λ of the grid: (wrong (b, G) float64 0/1, loss
+    (b, G) float64, den (b, G) = 1 − a h). u (b, d) = X_b V, yb (b, k) targets, classes (b,)
+    the class each row is scored against, ab (b,) weights; inv, coef from grid_coefficients.
+    Shared by the λ search's passes and reweight's per-candidate fits (reweight_fit.py)."""
+    G, k = inv.shape[1], yb.shape[1]
+    ah = ab[:, None] * ((u * u) @ inv)  # (b, G): a_i h_i(lam)
+    den = 1.0 - ah
+    # f = (ŷ − a h y) / (1 − a h), built in place in the (b, G, k) buffer of ŷ
+    f = (u @ coef).view(-1, G, k)
+    f.addcmul_(ah[:, :, None], yb[:, None, :], value=-1.0).div_(den[:, :, None])
+    wrong = (f.argmax(2) != classes[:, None]).double()  # (b, G)
+    return wrong, ops.loss_rows(f, yb, kind), den  # the loss: (b, G) float64, the ops' formulas
 
 
 def paired_se(second: torch.Tensor, first: torch.Tensor, w2: torch.Tensor, total: torch.Tensor,
