@@ -15,6 +15,17 @@ the gain is ``(b − c) / N`` and its standard error ``√(b + c) / N``. The rec
 largest gain is applied only if that gain exceeds ``Z`` standard errors; otherwise the
 starting weights are kept. Per-fold gains are reported too, but five of them are too few to
 estimate a spread from.
+
+Futility stops (``FUTILITY``): the check runs fold by fold, and after each fold but the last
+every candidate (recipe × step count) whose predictive probability of passing that final test
+is below 5 % stops being walked and scored; when none is left the check ends and the starting
+weights are kept. Stopping only removes candidates: the one applied has still run on every
+fold and passed the same test on all held-out samples, so a stop can turn "applied" into
+"kept" (or into the next passing candidate), never let a recipe through on less evidence.
+The largest gain among the candidates that ran every fold wins. Stopped candidates stay in
+``evidence`` with the folds they were scored on (``stopped``: True). On clean data most
+candidates lose to uniform weights, and the check costs about half the exhaustive one
+(BENCHMARKS.md, "reweight's held-out check").
 """
 from __future__ import annotations
 
@@ -138,11 +149,13 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
     alive = {(lo, size, i) for lo, size in cands for i in counts}  # candidates still in the check
     jobs = [(p, c) for p in range(len(parts)) for c in cands]
     current, stopped = None, set()  # stopped: candidates dropped for futility
-    for p, (lo, size) in progress_bar(jobs, len(jobs), progress, "reweight check"):
+    bar = progress_bar(jobs, len(jobs), progress, "reweight check")
+    for p, (lo, size) in bar:
         if p != current:  # a new fold: its λ, its starting fit and the uniform-weights baseline
             if current is not None:
                 _drop_futile(alive, stopped, wins, held_total)
                 if not alive:  # every candidate stopped: nothing can be applied, the check is over
+                    getattr(bar, "close", lambda: None)()  # the tqdm bar, left unfinished
                     break
             current, (tr, held) = p, parts[p]
             xt, yt, at = x[tr], y[tr], a[tr]
@@ -176,8 +189,8 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
         x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw, method=method)
     if best["stopped"]:
         best = max(evidence, key=lambda r: r["gain_mean"])
-        why = (f"every recipe fell too far behind them to pass by {Z:g} standard errors {where} and was stopped "
-               f"after {max(len(r['gains']) for r in evidence)} fold(s)")
+        why = (f"no recipe was likely to beat them by {Z:g} standard errors {where} (each was stopped after at "
+               f"most {max(len(r['gains']) for r in evidence)} fold(s), below {FUTILITY:.0%} predictive probability)")
     else:
         why = f"no recipe beat them by {Z:g} standard errors {where}"
     scored = f", after {len(best['gains'])} fold(s)" if best["stopped"] else ""
