@@ -1,7 +1,8 @@
-"""reweight's held-out check: the shared-eigendecomposition path against the previous refits,
+"""reweight's held-out check: the default (futility stops, reweight_select.FUTILITY) against the
+exhaustive check (every candidate on every fold, FUTILITY = 0: the decision rule before the stops),
 with detect on the same data for the ratio, and the decisions compared.
 
-    python benchmarks/bench_reweight.py [--datasets trec agnews sst2] [--noise 0.2] [--no-previous]
+    python benchmarks/bench_reweight.py [--datasets trec agnews sst2] [--noise 0.2] [--no-old] [--refits]
 
 Data: the shipped TREC MiniLM features (5452 × 384) and, when built, the AG News (all 7600
 rows: train + test of the cache) and SST-2 (train, 6920) MiniLM caches under
@@ -10,9 +11,11 @@ sst2``); a missing cache is skipped with a note. ``--noise p`` adds, per data se
 fraction p of the labels replaced by random classes (seed 0), where a recipe is usually applied.
 
 Per run: wall seconds (benchmarks/common.py's ``time_fn``: detect the median of 3 after a warm-up,
-reweight one run each, the previous path takes minutes) and CPU seconds of this process, for ``detect``, ``reweight`` (new) and ``reweight``
-with ``reweight_select.FAST = False`` (the previous refits: select_lambda, loo_derivative and a
-solve per step); the decision of each and whether every recipe's paired counts (b, c) agree.
+reweight one run each, the exhaustive check takes minutes under load) and CPU seconds of this
+process, for ``detect``, ``reweight`` (new, the default) and the exhaustive check; the decision of
+each, whether the paired counts (b, c) agree for every candidate the new check scored on every
+fold, how many candidates it stopped, and the largest weight difference. ``--refits`` times the
+exhaustive check on the refits of before the shared eigendecompositions (``FAST = False``) instead.
 """
 from __future__ import annotations
 
@@ -59,8 +62,9 @@ def timed(fn, repeat=1):
     return out["r"], wall, (time.process_time() - cpu) / repeat
 
 
-def counts(result):
-    return {(e["loss"], e["step_size"], e["steps"]): (e["better"], e["worse"]) for e in result.evidence}
+def counts(result, complete_only=False):
+    return {(e["loss"], e["step_size"], e["steps"]): (e["better"], e["worse"]) for e in result.evidence
+            if not (complete_only and e.get("stopped"))}
 
 
 def decision(result):
@@ -72,20 +76,22 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--datasets", nargs="+", default=["trec", "agnews", "sst2"])
     p.add_argument("--noise", type=float, default=0.2)
-    p.add_argument("--no-previous", action="store_true",
-                   help="time detect and the new path only (the ratio; decisions are not compared)")
+    p.add_argument("--no-old", action="store_true",
+                   help="time detect and the new check only (the ratio; decisions are not compared)")
+    p.add_argument("--refits", action="store_true", help="the old check on the previous refits (FAST = False)")
     args = p.parse_args()
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}, "
           f"torch threads {torch.get_num_threads()}")
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-    print("| data | n × d | labels | detect wall / CPU s | new wall / CPU s | previous wall / CPU s | "
-          "previous / new (CPU) | new / detect (CPU) | decision new | decision previous | same counts | "
+    print("| data | n × d | labels | detect wall / CPU s | new wall / CPU s | old wall / CPU s | old / new (CPU) | "
+          "new / detect (CPU) | old / detect (CPU) | decision new | decision old | stopped | same counts | "
           "max Δweight |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    futility = S.FUTILITY
     for name in args.datasets:
         data = load(name)
         if data is None:
-            print(f"| {name} | cache missing: scripts/build_datasets.py --only {name} | | | | | | | | | | |")
+            print(f"| {name} | cache missing: scripts/build_datasets.py --only {name} |" + " |" * 12)
             continue
         x, y = torch.from_numpy(data[0]), torch.from_numpy(data[1])
         conditions = [("as given", y)]
@@ -96,22 +102,24 @@ def main():
                                                                                           y.shape, generator=g), y)))
         for label, yy in conditions:
             _, dw, dc = timed(lambda: divaext.detect(x, yy), repeat=3)
-            S.FAST = True
             new, nw, nc = timed(lambda: divaext.reweight(x, yy, progress=False))
-            if args.no_previous:
-                print(f"| {name} | {x.shape[0]} × {x.shape[1]} | {label} | {dw:.1f} / {dc:.1f} | {nw:.1f} / {nc:.1f} | "
-                      f"not run | | {nc / dc:.1f}× | {decision(new)} | | | |", flush=True)
+            stopped = sum(bool(e.get("stopped")) for e in new.evidence)
+            head = f"| {name} | {x.shape[0]} × {x.shape[1]} | {label} | {dw:.1f} / {dc:.1f} | {nw:.1f} / {nc:.1f} |"
+            if args.no_old:
+                print(f"{head} not run | | {nc / dc:.1f}× | | {decision(new)} | | {stopped} of {len(new.evidence)} "
+                      f"| | |", flush=True)
                 continue
-            S.FAST = False
+            S.FUTILITY, S.FAST = 0.0, not args.refits
             try:
                 old, ow, oc = timed(lambda: divaext.reweight(x, yy, progress=False))
             finally:
-                S.FAST = True
-            same = counts(new) == counts(old)
+                S.FUTILITY, S.FAST = futility, True
+            mine = counts(new, complete_only=True)
+            same = all(counts(old)[key] == bc for key, bc in mine.items())
             dwt = float((new.weights - old.weights).abs().max())
-            print(f"| {name} | {x.shape[0]} × {x.shape[1]} | {label} | {dw:.1f} / {dc:.1f} | {nw:.1f} / {nc:.1f} | "
-                  f"{ow:.1f} / {oc:.1f} | {oc / nc:.1f}× | {nc / dc:.1f}× | {decision(new)} | {decision(old)} | "
-                  f"{'yes' if same else 'no'} | {dwt:.1e} |", flush=True)
+            print(f"{head} {ow:.1f} / {oc:.1f} | {oc / nc:.1f}× | {nc / dc:.1f}× | {oc / dc:.1f}× | {decision(new)} | "
+                  f"{decision(old)} | {stopped} of {len(new.evidence)} | {'yes' if same else 'no'} | {dwt:.1e} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

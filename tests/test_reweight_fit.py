@@ -15,6 +15,7 @@ from divaext.engine import reference as R
 from divaext.engine import validate as V
 from divaext.workflows import reweight_select as S
 from divaext.workflows.reweight import gradient_steps, show_progress
+from divaext.workflows.lambda_passes import targets
 from divaext.workflows.reweight_fit import EigenFit, Walker, _eigh_threads
 
 
@@ -38,7 +39,7 @@ def test_loo_derivative_equals_reference(loss):
     x, y, a, Y = problem()
     lw = torch.rand(len(y), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for lam in (0.3, 5.0):
-        got = EigenFit(x, Y, a).loo_derivative(lam, V.LOSSES[loss], lw)
+        got = EigenFit(x, targets(y, x, 3), a).loo_derivative(lam, V.LOSSES[loss], lw)
         ref = R.loo_derivative(x, Y, a, lam, loss, lw)
         assert abs(got.loss - float(ref.loss)) <= 1e-12 * abs(float(ref.loss))
         assert rel(got.grad, ref.grad) < 1e-10
@@ -47,7 +48,7 @@ def test_loo_derivative_equals_reference(loss):
 def test_val_derivative_equals_reference():
     x, y, a, Y = problem()
     xv, yv, _, Yv = problem(n=60, seed=3)
-    got = EigenFit(x, Y, a).val_derivative(0.7, V.LOSSES["ce"], xv, Yv)
+    got = EigenFit(x, targets(y, x, 3), a).val_derivative(0.7, V.LOSSES["ce"], xv, targets(yv, xv, 3))
     ref = R.val_derivative(x, Y, a, 0.7, xv, Yv, "ce")
     assert abs(got.loss - float(ref.loss)) <= 1e-12 * float(ref.loss)
     assert rel(got.grad, ref.grad) < 1e-10
@@ -57,7 +58,7 @@ def test_val_derivative_equals_reference():
 def test_loo_lambda_equals_select_lambda(dtype):
     for seed in range(3):
         x, y, a, Y = problem(seed=seed, dtype=dtype)
-        assert EigenFit(x, Y, a).loo_lambda() == divaext.select_lambda(x, y, a).lam
+        assert EigenFit(x, targets(y, x, 3), a).loo_lambda() == divaext.select_lambda(x, y, a).lam
 
 
 def test_path_losses_and_weights_equal_direct_refits():
@@ -135,3 +136,65 @@ def test_progress_default_and_bad_value(monkeypatch):
     assert show_progress(None) is True
     with pytest.raises(TypeError, match="progress must be True or False"):
         show_progress("yes")
+
+
+# ---------------------------------------------------------------------------------------
+# futility stops
+
+
+def test_futility_stops_only_candidates_unlikely_to_pass(monkeypatch):
+    """After 1 of 5 folds (t = 0.2) the predictive probability of a final z > 2 is
+    Φ((z_t − 2√t)/√(1 − t)): 0.16 at z_t = 0 (kept), 2e-4 at z_t = −3.65 (stopped)."""
+    wins = {"lose": [(5, 25, 200)], "win": [(25, 5, 200)], "flat": [(10, 10, 200)], "none": [(0, 0, 200)]}
+    alive, stopped = set(wins), set()
+    S._drop_futile(alive, stopped, wins, 1000)
+    assert alive == {"win", "flat", "none"} and stopped == {"lose"}
+    # the boundary at t = 0.2: z_t = −0.58 (b − c = −0.58·√(b + c))
+    assert S._normal_cdf((-0.58 - 2 * 0.2 ** 0.5) / 0.8 ** 0.5) == pytest.approx(0.05, abs=0.002)
+    alive = {"lose"}
+    S._drop_futile(alive, set(), {"lose": [(0, 50, 1000)]}, 1000)  # every fold seen: the final test decides
+    assert alive == {"lose"}
+    monkeypatch.setattr(S, "FUTILITY", 0.0)
+    alive = set(wins)
+    S._drop_futile(alive, set(), wins, 1000)
+    assert alive == set(wins)
+
+
+def test_check_ends_when_every_candidate_is_stopped():
+    """Separable classes, clean labels: every candidate ties with uniform weights (b = c = 0),
+    whose predictive probability of passing falls below 5 % at t = 0.6 (Φ(−2.45) = 0.007)."""
+    x, y, _, _ = problem(n=300, noise=0.0)
+    res = divaext.reweight(x, y, progress=False)
+    assert res.settings["steps"] == 0 and torch.equal(res.weights, torch.ones(300, dtype=torch.float64))
+    assert all(e["stopped"] and len(e["gains"]) == 3 for e in res.evidence), res.evidence
+    assert "each was stopped after at most 3 fold(s)" in res.note, res.note
+
+
+@pytest.mark.parametrize("kw", [{"noise": 0.3}, {"noise": 0.0}, {"noise": 0.45, "seed": 4}])
+def test_futility_keeps_the_exhaustive_decision_here(kw, monkeypatch):
+    """On these small problems the stops change neither the decision nor the counts of any
+    candidate that ran every fold (it is not guaranteed in general: see reweight_select)."""
+    x, y, _, _ = problem(n=300, **kw)
+    new = divaext.reweight(x, y, progress=False)
+    monkeypatch.setattr(S, "FUTILITY", 0.0)
+    old = divaext.reweight(x, y, progress=False)
+    assert new.settings == old.settings and torch.equal(new.weights, old.weights)
+    full = {(e["loss"], e["step_size"], e["steps"]): (e["better"], e["worse"]) for e in old.evidence}
+    for e in new.evidence:
+        if not e["stopped"]:
+            assert full[(e["loss"], e["step_size"], e["steps"])] == (e["better"], e["worse"])
+    assert not any(e["stopped"] for e in old.evidence)
+
+
+def test_no_dense_one_hot_targets_for_class_labels(monkeypatch):
+    """Class indices stay indices through the check: one-hot rows exist per block only."""
+    x, y, a, _ = problem(n=200)
+    assert Walker(x, y, a, 0.5, 3, None).t.dense is None
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an n×k one-hot was built")
+    monkeypatch.setattr(torch.nn.functional, "one_hot", refuse)
+    for fast in (True, False):
+        monkeypatch.setattr(S, "FAST", fast)
+        assert S.ridge_correct(x, y, a, x[:20], y[:20], 3, "auto").shape == (20,)
+        divaext.reweight(x, y, progress=False, folds=2, loss="ce", steps=1, step_size=1.0)

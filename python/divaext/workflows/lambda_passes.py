@@ -42,8 +42,9 @@ class Targets(NamedTuple):
     dense: Optional[torch.Tensor]
     k: int
 
-    def block(self, sl, dtype: torch.dtype) -> torch.Tensor:
-        """(b, k) targets of rows ``sl`` in ``dtype``."""
+    def block(self, sl, dtype) -> torch.Tensor:
+        """(b, k) targets of rows ``sl`` in ``dtype`` (or in a tensor's dtype: reweight's fits pass their features)."""
+        dtype = dtype.dtype if isinstance(dtype, torch.Tensor) else dtype
         if self.dense is not None:
             return self.dense[sl].to(dtype)
         idx = self.idx[sl]
@@ -183,18 +184,10 @@ def evaluate(rows: Rows, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired:
         yb, ab, wb = t.block(sl, dtype), a[sl], w[sl].double()
         cls = t.classes(sl, yb)
         u = xb @ vec_c  # (b, d)
-        ah = ab[:, None] * ((u * u) @ inv_c)  # (b, G): a_i h_i(λ)
-        den = 1.0 - ah
-        wrong = torch.empty(xb.shape[0], G, **f64)
-        lrows = torch.empty(xb.shape[0], G, **f64)
+        wrong, lrows, den = (torch.empty(xb.shape[0], G, **f64) for _ in range(3))
         for c in chunks:
             coef = (VtB_c[:, None, :] * inv_c[:, c, None]).view(d, -1)  # (d, g·k)
-            # f = (ŷ − a h y) / (1 − a h), built in place in the (b, g, k) buffer of ŷ
-            f = (u @ coef).view(xb.shape[0], -1, k)
-            f.addcmul_(ah[:, c, None], yb[:, None, :], value=-1.0).div_(den[:, c, None])
-            wrong[:, c] = f.argmax(2) != cls[:, None]
-            lrows[:, c] = ops.loss_rows(f, yb, kind)  # (b, g) float64, the ops' loss formulas
-            del f
+            wrong[:, c], lrows[:, c], den[:, c] = loo_block(u, yb, cls, ab, inv_c[:, c], coef, kind)
         err += wb @ wrong
         loss += wb @ lrows
         total += wb.sum()
@@ -209,6 +202,35 @@ def evaluate(rows: Rows, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired:
     if not paired:
         return Sums(err, loss, total, min_den)
     return Sums(err, loss, total, min_den, err2, err1, loss2, loss1, w2)
+
+
+def grid_coefficients(s: torch.Tensor, VtB: torch.Tensor, lams: torch.Tensor, dtype: torch.dtype):
+    """(inv (d, G), coef (d, G·k)) in ``dtype`` for :func:`loo_block`: ``inv[m, g] = 1/(s_m + λ_g)``
+    and column (g, c) of coef = (Vᵀ B)[:, c] / (s + λ_g), so U_b @ coef = ŷ for every λ.
+    s (d,), VtB (d, k), lams (G,) float64."""
+    d, k, G = VtB.shape[0], VtB.shape[1], lams.shape[0]
+    inv = 1.0 / (s[:, None] + lams.to(s.device)[None, :])  # (d, G)
+    # formed one λ at a time, so no float64 (d, G·k) copy exists (540 MB at d = 2048, k = 1000)
+    coef = torch.empty(d, G, k, dtype=dtype, device=s.device)
+    for g in range(G):
+        coef[:, g] = VtB * inv[:, g:g + 1]
+    return inv.to(dtype), coef.view(d, G * k)
+
+
+def loo_block(u: torch.Tensor, yb: torch.Tensor, classes: torch.Tensor, ab: torch.Tensor, inv: torch.Tensor,
+              coef: torch.Tensor, kind: int):
+    """One row block's LOO results at every λ of the grid: (wrong (b, G) float64 0/1, loss
+    (b, G) float64, den (b, G) = 1 − a h). u (b, d) = X_b V, yb (b, k) targets, classes (b,)
+    the class each row is scored against, ab (b,) weights; inv, coef from grid_coefficients.
+    Shared by the λ search's passes and reweight's per-candidate fits (reweight_fit.py)."""
+    G, k = inv.shape[1], yb.shape[1]
+    ah = ab[:, None] * ((u * u) @ inv)  # (b, G): a_i h_i(lam)
+    den = 1.0 - ah
+    # f = (ŷ − a h y) / (1 − a h), built in place in the (b, G, k) buffer of ŷ
+    f = (u @ coef).view(-1, G, k)
+    f.addcmul_(ah[:, :, None], yb[:, None, :], value=-1.0).div_(den[:, :, None])
+    wrong = (f.argmax(2) != classes[:, None]).double()  # (b, G)
+    return wrong, ops.loss_rows(f, yb, kind), den  # the loss: (b, G) float64, the ops' formulas
 
 
 def paired_se(second: torch.Tensor, first: torch.Tensor, w2: torch.Tensor, total: torch.Tensor,

@@ -83,8 +83,12 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
     size ∈ {0.5, 1, 2, 4}; any of ``loss``/``steps``/``step_size`` given fixes that part — is
     chosen by ``folds``-fold held-out accuracy of the weighted ridge model (labels as given;
     with ``val_features``/``val_labels``, by accuracy on that validation set). A recipe is
-    applied only if its mean held-out gain is positive and larger than its standard error
-    over the folds; otherwise the starting weights are returned and ``note`` says so.
+    applied only if its held-out gain over uniform weights is positive and larger than two
+    standard errors of the paired comparison over all folds; otherwise the starting weights are
+    returned and ``note`` says so. Candidates whose chance of passing has fallen below 5 %
+    stop after the fold where that happens, and the check ends when none is left
+    (:mod:`divaext.workflows.reweight_select`: this can only keep weights, never apply a recipe
+    on less evidence).
     ``select=None``: apply ``loss`` (default ``"ce"``), ``steps`` (2) and ``step_size`` (1) as
     given, with no check.
 

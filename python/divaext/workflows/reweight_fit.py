@@ -28,7 +28,7 @@ from ..engine import accuracy, dual
 from ..engine import method as M
 from ..engine import validate as V
 from ..engine.ops import ops
-from .lambda_passes import BLOCK_ELEMENTS as _BLOCK_ELEMENTS
+from . import lambda_passes as P
 from .lambda_screen import best
 from .select_lambda import default_grid
 
@@ -61,7 +61,7 @@ class Step(NamedTuple):
 
 
 def _blocks(n: int, width: int):
-    rows = max(1, _BLOCK_ELEMENTS // max(width, 1))
+    rows = max(1, P.BLOCK_ELEMENTS // max(width, 1))
     return [slice(i, i + rows) for i in range(0, n, rows)]
 
 
@@ -77,11 +77,12 @@ def weighted_gram(x: torch.Tensor, c: torch.Tensor, z: Optional[torch.Tensor] = 
 
 
 class EigenFit:
-    """Weighted ridge regression of one-hot targets ``Y`` (n, k) on ``x`` (n, d) with weights
-    ``a`` (n,), all λ at once."""
+    """Weighted ridge regression of targets ``t`` (class indices, one-hot per row block only;
+    :class:`.lambda_passes.Targets`) on ``x`` (n, d) with weights ``a`` (n,), all λ at once.
+    Scratch beyond the (n, d) ``U`` is O(block·(d + G·k)): nothing n×k is held."""
 
-    def __init__(self, x: torch.Tensor, Y: torch.Tensor, a: torch.Tensor):
-        self.x, self.Y, self.a = x, Y, a
+    def __init__(self, x: torch.Tensor, t: P.Targets, a: torch.Tensor):
+        self.x, self.t, self.a = x, t, a
         self.empty = not bool((a > 0).any())
         if self.empty:  # a recipe that removed every sample: nothing is fitted
             return
@@ -90,7 +91,10 @@ class EigenFit:
             s, vec = torch.linalg.eigh(gram)
         self.s = s.clamp_min(0)  # round-off can make zero eigenvalues slightly negative
         self.vec = vec
-        self.VB = vec.T @ (x.T @ (a[:, None] * Y)).double()  # (d, k) float64
+        B = torch.zeros(x.shape[1], t.k, dtype=torch.float64, device=x.device)  # Xᵀ diag(a) Y
+        for sl in _blocks(x.shape[0], max(x.shape[1], t.k)):
+            B += (x[sl].T @ (a[sl, None] * t.block(sl, x))).double()
+        self.VB = vec.T @ B  # (d, k) float64
         self.U = x @ vec.to(x.dtype)  # (n, d), as select_lambda's row blocks
 
     def weights(self, lam: float) -> torch.Tensor:
@@ -105,28 +109,23 @@ class EigenFit:
 
     def loo_lambda(self) -> float:
         """The λ select_lambda(x, labels, a) chooses: lowest LOO error over its default grid
-        (ties: lowest mean LOO "ce" loss, then the largest λ); the same arithmetic as its search,
-        on this fit's U."""
+        (ties: lowest mean LOO "ce" loss, then the largest λ); the λ search's own block
+        arithmetic (:func:`.lambda_passes.loo_block`) on this fit's U."""
         scale = float(self.s.mean())
         if scale <= 0:
             raise ValueError("divaext: Xᵀ diag(weights) X is zero (all weights or features zero)")
-        x, Y, a, U = self.x, self.Y, self.a, self.U
+        x, t, a, U = self.x, self.t, self.a, self.U
         lams = default_grid(scale).to(x.device)
-        inv = 1.0 / (self.s[:, None] + lams[None, :])  # (d, G)
-        G, k, d = lams.shape[0], Y.shape[1], x.shape[1]
-        coef = (inv[:, :, None] * self.VB[:, None, :]).reshape(d, G * k).to(x.dtype)
-        inv_c, ones = inv.to(x.dtype), torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        inv, coef = P.grid_coefficients(self.s, self.VB, lams, x.dtype)
+        G, n = lams.shape[0], x.shape[0]
         err = torch.zeros(G, dtype=torch.float64, device=x.device)
         loss = torch.zeros(G, dtype=torch.float64, device=x.device)
         min_den = torch.full((G,), float("inf"), dtype=torch.float64, device=x.device)
-        for sl in _blocks(x.shape[0], max(d, G * k)):
-            u, yb = U[sl], Y[sl]
-            ah = a[sl, None] * ((u * u) @ inv_c)  # (b, G)
-            den = 1.0 - ah
-            f = (u @ coef).view(-1, G, k)
-            f.addcmul_(ah[:, :, None], yb[:, None, :], value=-1.0).div_(den[:, :, None])
-            err += (ones[sl] @ (f.argmax(2) != yb.argmax(1)[:, None]).to(x.dtype)).double()
-            loss += ones[sl].double() @ ops.loss_rows(f, yb, _CE)
+        for sl in _blocks(n, max(x.shape[1], G * t.k)):
+            yb = t.block(sl, x)
+            wrong, lrows, den = P.loo_block(U[sl], yb, t.classes(sl, yb), a[sl], inv, coef, _CE)
+            err += wrong.sum(0)
+            loss += lrows.sum(0)
             min_den = torch.minimum(min_den, den.min(0).values.double())
         # grid values whose LOO predictions are undefined are never chosen (NaN), as in search
         bad = (min_den <= V.min_denominator(x.dtype)) | ~torch.isfinite(loss)
@@ -134,50 +133,75 @@ class EigenFit:
             raise ValueError("divaext: the LOO predictions are undefined for every lam of the grid "
                              "(some sample dominates its own fit); use larger lam values")
         nan = torch.full_like(err, float("nan"))
-        errors, losses = (torch.where(bad, nan, t / x.shape[0]).cpu() for t in (err, loss))
+        errors, losses = (torch.where(bad, nan, v / n).cpu() for v in (err, loss))
         lams = lams.cpu()
         return float(lams[best(errors, losses, lams, "error")])
 
     def loo_derivative(self, lam: float, kind: int, w: Optional[torch.Tensor]) -> Optional[Step]:
         """The LOO loss (mean weighted by ``w``, default ones) and its derivative at ``lam``, or
         None where loo_derivative would not take the primal form: some D = 1 − a·h at or below
-        the primal's threshold, or a primal error estimate above what method="auto" accepts."""
+        the primal's threshold, or a primal error estimate above what method="auto" accepts.
+        Row blocks: the LOO predictions f (block, k) are formed twice (for c and P̃, then for
+        the gradient) instead of holding an n×k array."""
         if self.empty:
             return None
-        x, Y, a = self.x, self.Y, self.a
+        x, t, a, n = self.x, self.t, self.a, self.x.shape[0]
         dt = x.dtype
         sig = (self.s + lam).rsqrt()
-        z = self.U * sig.to(dt)  # whitened rows
-        h = (z * z).sum(1)
+        sig_c, VBs = sig.to(dt), (self.VB * sig[:, None]).to(dt)
+        h = torch.empty_like(a)
+        for sl in _blocks(n, x.shape[1]):
+            z = self.U[sl] * sig_c  # whitened rows
+            h[sl] = (z * z).sum(1)
         D = 1.0 - a * h
         min_D = float(D.min())
         if min_D <= V.min_denominator(dt) or dual.primal_gradient_error(min_D, dt) > accuracy.TOLERANCE[dt]:
             return None
-        f = (z @ (self.VB * sig[:, None]).to(dt) - (a * h)[:, None] * Y) / D[:, None]
         w = torch.ones_like(a) if w is None else w
-        total, g = ops.loss_grad(f, Y, w, kind)  # Σ w ℓ and its gradient w.r.t. f
-        e = Y - f
-        ge = (g * e).sum(1)
+
+        def rows(sl):  # z (b, d), targets (b, k), f, e = Y − f, ∂(Σ w ℓ)/∂f and Σ w ℓ of rows sl
+            z, yb = self.U[sl] * sig_c, t.block(sl, x)
+            f = (z @ VBs - (a[sl] * h[sl])[:, None] * yb) / D[sl, None]
+            total, g = ops.loss_grad(f, yb, w[sl], kind)
+            return z, g, yb - f, total
+
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        ge, Pt = torch.empty_like(a), torch.zeros(x.shape[1], t.k, dtype=torch.float64, device=x.device)
+        blocks = _blocks(n, max(x.shape[1], t.k))
+        for sl in blocks:
+            z, g, e, tot = rows(sl)
+            total += tot.double()
+            ge[sl] = (g * e).sum(1)
+            Pt += (z.T @ (g / D[sl, None])).double()  # P̃ = Zᵀ (G / D), (d, k)
         c = a * ge / D
-        Pt = (z.T @ (g / D[:, None])).double()  # P̃ = Zᵀ U, (d, k)
-        Ct = weighted_gram(x, c, z).to(dt)  # C̃ = Zᵀ diag(c) Z
+        Ct = (sig[:, None] * weighted_gram(x, c, self.U) * sig[None, :]).to(dt)  # C̃ = Zᵀ diag(c) Z, Z = U diag(σ)
+        Pt = Pt.to(dt)
         grad = torch.empty_like(a)
-        for sl in _blocks(x.shape[0], x.shape[1]):
-            zb = z[sl]
-            grad[sl] = (D[sl] * ((zb @ Pt.to(dt)) * e[sl]).sum(1) + ((zb @ Ct) * zb).sum(1)
+        for sl in blocks:
+            z, _, e, _ = rows(sl)
+            grad[sl] = (D[sl] * ((z @ Pt) * e).sum(1) + ((z @ Ct) * z).sum(1)
                         - h[sl] * ge[sl] - c[sl] * h[sl] ** 2)
         wsum = float(w.sum(dtype=torch.float64))
         return Step(float(total) / wsum, grad / wsum)
 
-    def val_derivative(self, lam: float, kind: int, xv: torch.Tensor, Yv: torch.Tensor) -> Step:
+    def val_derivative(self, lam: float, kind: int, xv: torch.Tensor, tv: P.Targets) -> Step:
         """The mean validation loss of the model at ``lam`` and its derivative:
-        ``∂L/∂a_j = (x_jᵀ S X_vᵀ G_v) · (y_j − ŷ_j)`` (docs/math.md)."""
+        ``∂L/∂a_j = (x_jᵀ S X_vᵀ G_v) · (y_j − ŷ_j)`` (docs/math.md). Row blocks, as above."""
         W = self.weights(lam)
-        fv = (xv.double() @ W).to(xv.dtype)
-        total, Gv = ops.loss_grad(fv, Yv, torch.ones(xv.shape[0], dtype=xv.dtype, device=xv.device), kind)
-        pt = (self.vec.T @ (xv.T @ Gv).double()) / (self.s + lam)[:, None]  # Vᵀ S X_vᵀ G_v, (d, k)
-        r = self.Y - self.U @ (self.VB / (self.s + lam)[:, None]).to(self.x.dtype)
-        grad = ((self.U @ pt.to(self.x.dtype)) * r).sum(1)
+        total = torch.zeros((), dtype=torch.float64, device=xv.device)
+        XvG = torch.zeros(xv.shape[1], tv.k, dtype=torch.float64, device=xv.device)  # X_vᵀ G_v
+        for sl in _blocks(xv.shape[0], max(xv.shape[1], tv.k)):
+            fv = (xv[sl].double() @ W).to(xv.dtype)
+            tot, Gv = ops.loss_grad(fv, tv.block(sl, xv), torch.ones(fv.shape[0], dtype=xv.dtype, device=xv.device),
+                                    kind)
+            total += tot.double()
+            XvG += (xv[sl].T @ Gv).double()
+        pt = ((self.vec.T @ XvG) / (self.s + lam)[:, None]).to(self.x.dtype)  # Vᵀ S X_vᵀ G_v, (d, k)
+        fit = (self.VB / (self.s + lam)[:, None]).to(self.x.dtype)
+        grad = torch.empty_like(self.a)
+        for sl in _blocks(self.x.shape[0], max(self.x.shape[1], self.t.k)):
+            u = self.U[sl]
+            grad[sl] = ((u @ pt) * (self.t.block(sl, self.x) - u @ fit)).sum(1)
         return Step(float(total) / xv.shape[0], grad / xv.shape[0])
 
 
@@ -191,8 +215,8 @@ class Walker:
 
     def __init__(self, x, y, a, lam: float, k: int, derivative, *, lw=None, xv=None, yv=None, method="auto"):
         self.x, self.y, self.start, self.lam, self.lw, self.xv = x, y, a, lam, lw, xv
-        self.Y = torch.nn.functional.one_hot(y, k).to(x.dtype)
-        self.Yv = None if yv is None else torch.nn.functional.one_hot(yv, k).to(x.dtype)
+        self.t = P.targets(y, x, k)  # class indices: one-hot per row block only
+        self.tv = None if yv is None else P.targets(yv, xv, k)
         n, d = x.shape
         self.fast = method == "primal" or (method == "auto" and not (d >= n and n <= M.DUAL_MAX_ROWS))
         self.derivative = derivative  # (a, loss name, λ) -> Derivative, the public entry point's answer
@@ -203,7 +227,7 @@ class Walker:
         for w, fit in self._fits:
             if w is a:
                 return fit
-        fit = EigenFit(self.x, self.Y, a)
+        fit = EigenFit(self.x, self.t, a)
         self._fits = [p for p in self._fits if p[0] is self.start][:1] + [(a, fit)]
         return fit
 
@@ -214,7 +238,7 @@ class Walker:
         if self.fast:
             fit, kind = self.fit(a), V.LOSSES[loss]
             st = (fit.loo_derivative(self.lam, kind, self.lw) if self.xv is None
-                  else None if fit.empty else fit.val_derivative(self.lam, kind, self.xv, self.Yv))
+                  else None if fit.empty else fit.val_derivative(self.lam, kind, self.xv, self.tv))
             if st is not None and not bool(torch.isfinite(st.grad).all()):
                 st = None  # let the entry point report what went wrong
         if st is None:

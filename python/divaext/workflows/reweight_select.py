@@ -15,6 +15,17 @@ the gain is ``(b − c) / N`` and its standard error ``√(b + c) / N``. The rec
 largest gain is applied only if that gain exceeds ``Z`` standard errors; otherwise the
 starting weights are kept. Per-fold gains are reported too, but five of them are too few to
 estimate a spread from.
+
+Futility stops (``FUTILITY``): the check runs fold by fold, and after each fold but the last
+every candidate (recipe × step count) whose predictive probability of passing that final test
+is below 5 % stops being walked and scored; when none is left the check ends and the starting
+weights are kept. Stopping only removes candidates: the one applied has still run on every
+fold and passed the same test on all held-out samples, so a stop can turn "applied" into
+"kept" (or into the next passing candidate), never let a recipe through on less evidence.
+The largest gain among the candidates that ran every fold wins. Stopped candidates stay in
+``evidence`` with the folds they were scored on (``stopped``: True). On clean data most
+candidates lose to uniform weights, and the check costs about half the exhaustive one
+(BENCHMARKS.md, "reweight's held-out check").
 """
 from __future__ import annotations
 
@@ -25,11 +36,11 @@ import torch
 
 from ..engine import validate as V
 from ..labels import class_count
-from ..engine.ops import ops
 from ..engine.progress import progress_bar
 from . import _common as C
 from .probs import class_labels
 from .reweight import ReweightResult, gradient_steps
+from .lambda_passes import block_rows, gram, in_blocks, targets
 from .reweight_fit import Walker
 from .select_lambda import search, select_lambda
 
@@ -47,6 +58,14 @@ MAX_SELECT_ROWS = 20000
 # part (RESULTS.md): Z ≤ 1 let a chance winner through that lowered accuracy on the check part
 # by 0.58 points; from 1.5 on no drop was left, and 2 keeps a margin for data we have not seen.
 Z = 2.0
+# Futility (a group-sequential check, non-binding): after each fold but the last, a candidate
+# (recipe × step count) whose predictive probability of passing the final Z test — given its
+# paired counts so far, flat prior on its effect — is below FUTILITY stops being walked and
+# scored (_drop_futile). It can only remove candidates, never let one pass on fewer folds: the
+# recipe applied still beats uniform weights by Z standard errors on every held-out sample of
+# every fold. 0.05 is the textbook bound, not tuned on our data; 0 runs every candidate on
+# every fold (the exhaustive check, kept as the reference for tests and the benchmark).
+FUTILITY = 0.05
 # True: every weight vector's λ search, held-out check and derivative share one eigendecomposition
 # (reweight_fit.py). False: the previous refits (select_lambda, loo_derivative and a solve per
 # step), kept as the reference that tests and benchmarks/bench_reweight.py compare against.
@@ -59,12 +78,11 @@ def ridge_correct(x, y, a, xe, ye, k: int, lam) -> torch.Tensor:
     x (n, d), y (n,) int64, a (n,), xe (m, d), ye (m,)."""
     if not bool((a > 0).any()):  # a recipe that removed every sample predicts nothing
         return torch.zeros(xe.shape[0], dtype=torch.bool, device=xe.device)
-    onehot = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device).scatter_(1, y[:, None], 1.0)
     if lam == "auto":  # the λ search's eigendecomposition also gives the weights: one Gram pass
-        found = search(x, onehot, a, torch.ones_like(a), None, "error", V.LOSSES["ce"])
+        found = search(x, y, a, torch.ones_like(a), None, "error", V.LOSSES["ce"], num_classes=k)
         W = found.weights(found.result.lam)
-    else:
-        M, B = ops.gram(x, a, onehot, 0)  # float64 (d, d), (d, k)
+    else:  # class indices stay indices: the Gram pass forms one-hot targets per row block
+        M, B = gram(in_blocks(x, block_rows(x.shape[1], k)), a, targets(y, x, k))  # float64 (d, d), (d, k)
         M.diagonal().add_(lam)
         W = torch.linalg.solve(M, B)  # (d, k)
     return (xe.double() @ W).argmax(1) == ye
@@ -113,23 +131,32 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
                                 method=method)
         return Walker(xt, yt, at, lam_t, k, derivative, lw=lwt, xv=xv, yv=yv, method=method)
 
-    def evaluate(walk: Walker, xe, ye, maskt, lo, size, base):
+    def evaluate(walk: Walker, xe, ye, maskt, lo, size, base, last: int):
         def record(i, w):
-            if steps is None or i == steps:
+            if (lo, size, i) in alive:
                 # λ re-chosen with the candidate's weights, as the user's model will be
                 right = (walk.correct(w, xe, ye, "auto" if lam == "auto" else walk.lam) if FAST
                          else ridge_correct(walk.x, walk.y, w, xe, ye, k, "auto" if lam == "auto" else walk.lam))
                 wins.setdefault((lo, size, i), []).append(
                     (int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel())))
-        gradient_steps(walk.x, walk.y, walk.start, walk.lam, k, {"loss": lo, "steps": max_steps, "step_size": size},
+        gradient_steps(walk.x, walk.y, walk.start, walk.lam, k, {"loss": lo, "steps": last, "step_size": size},
                        xv=xv, yv=yv, lw=walk.lw, mask=maskt, each_step=record, final_loss=False, method=method,
                        derive=walk.derive if FAST else None)
 
     parts = [(slice(None), None)] if xv is not None else list(_splits(x.shape[0], folds, seed, x.device))
+    held_total = sum(x.shape[0] if held is None else held.numel() for _, held in parts)
+    counts = [steps] if steps is not None else list(range(1, max_steps + 1))
+    alive = {(lo, size, i) for lo, size in cands for i in counts}  # candidates still in the check
     jobs = [(p, c) for p in range(len(parts)) for c in cands]
-    current = None
-    for p, (lo, size) in progress_bar(jobs, len(jobs), progress, "reweight check"):
+    current, stopped = None, set()  # stopped: candidates dropped for futility
+    bar = progress_bar(jobs, len(jobs), progress, "reweight check")
+    for p, (lo, size) in bar:
         if p != current:  # a new fold: its λ, its starting fit and the uniform-weights baseline
+            if current is not None:
+                _drop_futile(alive, stopped, wins, held_total)
+                if not alive:  # every candidate stopped: nothing can be applied, the check is over
+                    getattr(bar, "close", lambda: None)()  # the tqdm bar, left unfinished
+                    break
             current, (tr, held) = p, parts[p]
             xt, yt, at = x[tr], y[tr], a[tr]
             xe, ye = (xv, yv) if held is None else (x[held], y[held])
@@ -138,15 +165,17 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
             if lam == "auto" and held is not None:  # λ chosen on the training part, as the user's model would
                 walk.lam = walk.fit(at).loo_lambda() if FAST else select_lambda(xt, yt, at, num_classes=k).lam
             base = walk.correct(at, xe, ye, walk.lam) if FAST else ridge_correct(xt, yt, at, xe, ye, k, walk.lam)
-        evaluate(walk, xe, ye, maskt, lo, size, base)
+        last = max((i for i in counts if (lo, size, i) in alive), default=0)
+        if last:
+            evaluate(walk, xe, ye, maskt, lo, size, base, last)
 
-    evidence = [_summary(key, w) for key, w in wins.items()]
-    evidence.sort(key=lambda r: -r["gain_mean"])
+    evidence = [_summary(key, w, key in stopped) for key, w in wins.items()]
+    evidence.sort(key=lambda r: (r["stopped"], -r["gain_mean"]))  # only a candidate scored on every fold can win
     best = evidence[0]
     where = "on the validation set" if xv is not None else f"over {folds} held-out folds"
     whole = walker(x, y, a, lw, lam_model)
     derive = whole.derive if FAST else None
-    if best["gain_mean"] > 0 and best["gain_mean"] > Z * best["gain_se"]:
+    if not best["stopped"] and best["gain_mean"] > 0 and best["gain_mean"] > Z * best["gain_se"]:
         recipe = {"loss": best["loss"], "steps": best["steps"], "step_size": best["step_size"]}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress,
                                    method=method, derive=derive)
@@ -158,17 +187,48 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
         return ReweightResult(C.cpu(w), losses, new_lam, dict(recipe, lam=lam_model), evidence, note)
     d = whole.derive(a, loss or "ce") if FAST else C.derivative(
         x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw, method=method)
-    note = (f"kept the starting weights: no recipe beat them by {Z:g} standard errors {where} (best: "
-            f"{best['loss']}, {best['steps']} step(s) of size {best['step_size']:g}, {best['gain_mean']:+.2f} ± "
-            f"{best['gain_se']:.2f} points)")
+    if best["stopped"]:
+        best = max(evidence, key=lambda r: r["gain_mean"])
+        why = (f"no recipe was likely to beat them by {Z:g} standard errors {where} (each was stopped after at "
+               f"most {max(len(r['gains']) for r in evidence)} fold(s), below {FUTILITY:.0%} predictive probability)")
+    else:
+        why = f"no recipe beat them by {Z:g} standard errors {where}"
+    scored = f", after {len(best['gains'])} fold(s)" if best["stopped"] else ""
+    note = (f"kept the starting weights: {why} (best: {best['loss']}, {best['steps']} step(s) of size "
+            f"{best['step_size']:g}, {best['gain_mean']:+.2f} ± {best['gain_se']:.2f} points{scored})")
     return ReweightResult(C.cpu(a), [float(d.loss)], lam_model,
                           {"loss": loss or "ce", "steps": 0, "step_size": 0.0, "lam": lam_model}, evidence, note)
 
 
-def _summary(key, folds: List[tuple]) -> dict:
-    """A recipe's evidence, in accuracy points: the pooled paired gain and its standard error."""
+def _drop_futile(alive: set, stopped: set, wins: dict, held_total: int) -> None:
+    """Stop the candidates whose predictive probability of passing the final test is below
+    FUTILITY, from the paired counts of the folds scored so far (a fraction t of all held-out
+    samples). With z_t = (b − c)/√(b + c) so far and a flat prior on the drift of the McNemar
+    statistic (a Brownian motion in t), the final z is normal with mean z_t/√t and variance
+    (1 − t)/t, so P(final z > Z) = Φ((z_t − Z√t)/√(1 − t))."""
+    if FUTILITY <= 0:
+        return
+    for key in list(alive):
+        b, c, m = (sum(f[i] for f in wins[key]) for i in range(3))
+        t = m / held_total
+        if t >= 1:
+            continue
+        z = (b - c) / math.sqrt(b + c) if b + c else 0.0
+        if _normal_cdf((z - Z * math.sqrt(t)) / math.sqrt(1 - t)) < FUTILITY:
+            alive.discard(key)
+            stopped.add(key)
+
+
+def _normal_cdf(v: float) -> float:
+    return 0.5 * math.erfc(-v / math.sqrt(2))
+
+
+def _summary(key, folds: List[tuple], stopped: bool = False) -> dict:
+    """A recipe's evidence, in accuracy points: the pooled paired gain and its standard error
+    over the folds it was scored on (``gains`` per fold; ``stopped``: dropped for futility
+    before the last fold, never applied)."""
     lo, size, steps = key
     b, c, m = (sum(f[i] for f in folds) for i in range(3))
     return {"loss": lo, "step_size": size, "steps": steps, "gain_mean": 100 * (b - c) / m,
             "gain_se": 100 * math.sqrt(b + c) / m, "better": b, "worse": c, "held_out": m,
-            "gains": [100 * (f[0] - f[1]) / f[2] for f in folds]}
+            "gains": [100 * (f[0] - f[1]) / f[2] for f in folds], "stopped": stopped}
