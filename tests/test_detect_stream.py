@@ -55,6 +55,16 @@ def test_streamed_npy_detect_equals_in_memory(data, tmp_path):
         _same_decisions(divaext.detect(source, data.y, lam=LAM), ref, 1e-9)
 
 
+def test_default_lam_on_a_stream(data, tmp_path):
+    # lam="auto": select_lambda reads the stream (with its intercept column) as it reads the tensor
+    path = tmp_path / "x.npy"
+    np.save(path, data.x.numpy())
+    ref = divaext.detect(data.x, data.y)
+    r = divaext.detect(str(path), data.y)
+    assert math.isclose(r.settings["lam_model"], ref.settings["lam_model"], rel_tol=1e-12)
+    _same_decisions(r, ref, 1e-9)
+
+
 def test_block_path_decides_as_the_whole_one(data, tmp_path, monkeypatch):
     ref = divaext.detect(data.x, data.y, lam=LAM)
     path = tmp_path / "x.npy"

@@ -96,7 +96,7 @@ def test_integer_labels_stay_integer():
     t = P.targets(data.y, data.x, None)
     assert t.dense is None and t.k == 3
     assert P.targets(data.y, data.x, 7).k == 7
-    block = t.block(slice(0, 5), data.x)
+    block = t.block(slice(0, 5), data.x.dtype)
     torch.testing.assert_close(block, torch.nn.functional.one_hot(data.y[:5], 3).double())
 
 

@@ -233,11 +233,12 @@ def check_flag(value, name: str) -> bool:
     return value
 
 
-def model_lam(lam, x, y, a, num_classes, group=None, progress: bool = False) -> float:
+def model_lam(lam, x, y, a, num_classes, group=None, progress: Optional[bool] = None) -> float:
     """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ of the
     lowest LOO error over :func:`divaext.select_lambda`'s default grid (screened on large
-    sets; ``progress``: its progress bars). ``x`` a tensor or a :class:`Stream` (passed on
-    as its row source)."""
+    sets; ``progress``: its progress bars, default when stderr is a terminal). ``x``: the
+    features as select_lambda takes them, a tensor or a stream (passed on unchanged; a
+    :class:`Stream` as its row source, on its device, its bars the source's own)."""
     if isinstance(lam, str):
         if lam != "auto":
             raise ValueError(f"divaext: lam must be a number > 0 or 'auto', got {lam!r}")
@@ -247,7 +248,7 @@ def model_lam(lam, x, y, a, num_classes, group=None, progress: bool = False) -> 
         from .select_lambda import select_lambda
 
         if isinstance(x, Stream):  # the rows as a source, read block by block (its bars are the source's own)
-            return float(select_lambda(x.source, y, a, num_classes=num_classes, progress=False).lam)
+            return float(select_lambda(x.source, y, a, num_classes=num_classes, progress=False, device=x.device).lam)
         return float(select_lambda(x, y, a, num_classes=num_classes, progress=progress).lam)
     return V.check_lam(lam)
 

@@ -1,42 +1,53 @@
 """The passes over the rows of the λ search (:mod:`divaext.workflows.select_lambda`), block by block.
 
+The rows come from a :class:`divaext.engine.rows.Rows`: an in-memory tensor cut into views of
+``block_rows(d, k)`` rows (:func:`in_blocks`), or a stream of blocks read from disk by the
+engine's prefetching reader — the same passes either way. The Gram pass is the engine's op
+(``Rows.run``); the evaluation passes are the per-λ algebra below, one block at a time.
+float16/bfloat16 blocks are converted to float32 as they arrive.
+
 Nothing of size n×k or n×G is held: integer labels stay integer and become one-hot per
-block, and each block's LOO predictions for the λ values of a pass, (rows, G, k), are reduced
-to per-λ sums before the next block is read. Scratch is O(block·(d + G·k)).
+block; float (n, k) targets are read per block; each block's LOO predictions are formed a
+few λ at a time, (rows, λ values, k) with λ values × k ≤ LAMBDA_COLUMNS, and reduced to per-λ
+sums before the next. Extra memory is O(n + d² + d·k + block·(d + k)): the (d, d) basis, the
+(d, k) Vᵀ B, one block's U and f.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import torch
 
 from ..engine import validate as V
+from ..engine.blocks import BlockStream
 from ..engine.ops import ops
 from ..engine.progress import progress_bar
+from ..engine.rows import Rows
 
-# Elements of the largest per-block temporary (rows × max(d, G·k)): 4 MB in float32, which
+# Elements of the largest per-block temporary (rows × max(d, k)): 4 MB in float32, which
 # bounds the extra memory; timings at n=20000, d=256, G·k=300 were flat from 2^18 to 2^22.
 BLOCK_ELEMENTS = 1 << 20
+# Columns of the evaluation's block product (λ values × classes): all 33 default λ at once up
+# to k = 124 (one efficient product, as few passes over U as possible); one λ at a time from
+# k = 4096 on, so that the right-hand side stays O(d·k) (270 MB at d = 2048, k = 1000, G = 33
+# if all were formed at once).
+LAMBDA_COLUMNS = 4096
 
 
 class Targets(NamedTuple):
     """The labels of a λ search: ``idx`` (n,) int64 class indices (then the (n, k) one-hot
-    targets are formed per block only) or ``dense`` (n, k) float targets in x's dtype."""
+    targets are formed per block only) or ``dense`` (n, k) float targets, read per block."""
 
     idx: Optional[torch.Tensor]
     dense: Optional[torch.Tensor]
     k: int
 
-    def rows(self, sl) -> "Targets":
-        pick = (None if t is None else t[sl] for t in (self.idx, self.dense))
-        return Targets(*pick, self.k)
-
-    def block(self, sl, like: torch.Tensor) -> torch.Tensor:
-        """(b, k) targets of rows ``sl`` in ``like``'s dtype."""
+    def block(self, sl, dtype: torch.dtype) -> torch.Tensor:
+        """(b, k) targets of rows ``sl`` in ``dtype``."""
         if self.dense is not None:
-            return self.dense[sl]
+            return self.dense[sl].to(dtype)
         idx = self.idx[sl]
-        return torch.zeros(idx.shape[0], self.k, dtype=like.dtype, device=like.device).scatter_(1, idx[:, None], 1.0)
+        return torch.zeros(idx.shape[0], self.k, dtype=dtype, device=idx.device).scatter_(1, idx[:, None], 1.0)
 
     def classes(self, sl, target: torch.Tensor) -> torch.Tensor:
         """(b,) the class each row is scored against (the largest target for float targets)."""
@@ -61,23 +72,69 @@ def targets(labels: torch.Tensor, x: torch.Tensor, num_classes: Optional[int]) -
     return Targets(None, dense, dense.shape[1])
 
 
-def _blocks(n: int, rows: int, progress: bool, desc: str):
-    starts = range(0, n, rows)
-    for start in progress_bar(starts, len(starts), progress, desc):
-        yield slice(start, start + rows)
+def block_rows(d: int, k: int) -> int:
+    """Rows per block of a pass: the (rows, max(d, k)) temporaries hold 4·BLOCK_ELEMENTS."""
+    return max(1, (4 * BLOCK_ELEMENTS) // max(d, k))
 
 
-def gram(x: torch.Tensor, a: torch.Tensor, t: Targets, progress: bool = False):
-    """(M, B) = (Xᵀ diag(a) X, Xᵀ diag(a) Y) in float64, summed over row blocks."""
-    d = x.shape[1]
-    M = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-    B = torch.zeros(d, t.k, dtype=torch.float64, device=x.device)
-    rows = max(1, (4 * BLOCK_ELEMENTS) // max(d, t.k))
-    for sl in _blocks(x.shape[0], rows, progress, "λ search: Gram pass"):
-        Mb, Bb = ops.gram(x[sl], a[sl], t.block(sl, x), 0)
-        M += Mb
-        B += Bb
-    return M, B
+def in_blocks(x: torch.Tensor, rows: int) -> Rows:
+    """An in-memory tensor (n, d) as a :class:`Rows` of views of ``rows`` rows each (no copy),
+    so that a pass reports its progress block by block."""
+    return Rows([(s, x[s:s + rows]) for s in range(0, x.shape[0], rows)], x.shape[0], x.shape[1], x.dtype,
+                x.device)
+
+
+class _Shown:
+    """A source's blocks that show a progress bar each time a pass reads them."""
+
+    def __init__(self, blocks, total: Optional[int], desc: str):
+        self.blocks, self.total, self.desc = blocks, total, desc
+
+    def __iter__(self):
+        it = iter(self.blocks)
+        try:
+            yield from progress_bar(it, self.total, True, self.desc)
+        finally:  # stops a stream's reader thread
+            getattr(it, "close", lambda: None)()
+
+
+def shown(rows: Rows, progress: bool, desc: str) -> Rows:
+    """``rows`` whose passes show a tqdm bar with an ETA over the blocks (``progress``)."""
+    if not progress:
+        return rows
+    blocks = rows.blocks
+    total = None  # a stream of user blocks: a count without an ETA
+    if isinstance(blocks, list):
+        total = len(blocks)
+    elif isinstance(blocks, BlockStream) and blocks.src.n is not None:
+        total = max(1, -(-blocks.n // blocks.block_rows))
+    out = Rows(_Shown(blocks, total, desc), rows.shape[0], rows.shape[1], rows.feature_dtype, rows.device,
+               rows.group, rows.op_block_rows)
+    return out
+
+
+def gram(rows: Rows, a: torch.Tensor, t: Targets, progress: bool = False):
+    """(M, B) = (Xᵀ diag(a) X, Xᵀ diag(a) Y) in float64: the engine's first pass (one op per
+    block; raises naming the row on NaN/Inf features)."""
+    rows = shown(rows, progress, "λ search: Gram pass")
+    if t.idx is not None:
+        return rows.run("gram_labels", (a, t.idx), t.k)
+    return rows.run("gram", (a, t.dense.to(rows.dtype)))
+
+
+def _row_blocks(rows: Rows, step: int, most: int) -> Iterator[Tuple[slice, torch.Tensor]]:
+    """(sl, xb): every ``step``-th row of the source (rows 0, step, 2·step, …) in blocks of at
+    most ``most`` rows; ``sl`` picks those rows of a per-row input, ``xb`` (b, d) their
+    features in the compute dtype."""
+    blocks = iter(rows.blocks)
+    try:
+        for s, xb in blocks:
+            e = s + xb.shape[0]
+            for lo in range(s + (-s) % step, e, most * step):
+                hi = min(e, lo + most * step)
+                yield slice(lo, hi, step), xb[lo - s:hi - s:step].to(rows.dtype)
+    finally:  # stops a stream's reader thread, on errors too
+        getattr(blocks, "close", lambda: None)()
 
 
 class Sums(NamedTuple):
@@ -98,42 +155,46 @@ class Sums(NamedTuple):
     w2: Optional[torch.Tensor] = None
 
 
-def evaluate(x, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired: bool = False, progress: bool = False,
-             desc: str = "λ search") -> Sums:
-    """LOO errors and losses of every row of ``x`` at every λ of ``lams`` (G,) float64.
+def evaluate(rows: Rows, t: Targets, a, w, s, vec, VtB, lams, kind: int, paired: bool = False, step: int = 1,
+             progress: bool = False, desc: str = "λ search") -> Sums:
+    """LOO errors and losses at every λ of ``lams`` (G,) float64 on every ``step``-th row.
 
     With ``M = V diag(s) Vᵀ`` and ``U = X V``: ``a_i h_i(λ) = a_i Σ_m U_im² / (s_m + λ)`` and
     ``ŷ_i(λ) = Σ_m U_im (Vᵀ B)_m / (s_m + λ)``, so one block product U_b per block serves
-    every λ, which then costs O(rows·d·k) each."""
-    f64 = dict(dtype=torch.float64, device=x.device)
-    G, k, d = lams.shape[0], t.k, x.shape[1]
-    inv = 1.0 / (s[:, None] + lams.to(x.device)[None, :])  # (d, G)
-    # Per-row math in the features' dtype, like divaext.loo_predictions (float32 inputs get
+    every λ, which then costs O(rows·d·k) each. The λ values go ``g`` at a time through one
+    (b, d) × (d, g·k) product whose right side, column (λ, c) = (Vᵀ B)[:, c] / (s + λ), is
+    formed per block (d·g·k, 1/b of the product): g·k ≤ LAMBDA_COLUMNS, so it is O(d·k)."""
+    dtype, device = rows.dtype, rows.device
+    f64 = dict(dtype=torch.float64, device=device)
+    G, k, d = lams.shape[0], t.k, rows.shape[1]
+    inv = 1.0 / (s[:, None] + lams.to(device)[None, :])  # (d, G)
+    # Per-row math in the compute dtype, like divaext.loo_predictions (float32 inputs get
     # float32 block products); the d×d algebra and the sums are float64.
-    vec_c, inv_c = vec.to(x.dtype), inv.to(x.dtype)
-    # (d, G·k): column (g, c) = (Vᵀ B)[:, c] / (s + lam_g), so U_b @ coef = ŷ for every lam;
-    # formed one λ at a time, so no float64 (d, G·k) copy exists (540 MB at d = 2048, k = 1000)
-    coef_c = torch.empty(d, G, k, dtype=x.dtype, device=x.device)
-    for g in range(G):
-        coef_c[:, g] = VtB * inv[:, g:g + 1]
-    coef_c = coef_c.view(d, G * k)
+    vec_c, inv_c, VtB_c = vec.to(dtype), inv.to(dtype), VtB.to(dtype)
+    g = max(1, min(G, LAMBDA_COLUMNS // k))
+    chunks = [slice(j, min(G, j + g)) for j in range(0, G, g)]
     err, loss, total = torch.zeros(G, **f64), torch.zeros(G, **f64), torch.zeros((), **f64)
     min_den = torch.full((G,), float("inf"), **f64)
     if paired:
         err2, loss2 = torch.zeros(G, G, **f64), torch.zeros(G, G, **f64)
         err1, loss1, w2 = torch.zeros(G, **f64), torch.zeros(G, **f64), torch.zeros((), **f64)
-    rows = max(1, BLOCK_ELEMENTS // max(d, G * k))
-    for sl in _blocks(x.shape[0], rows, progress, desc):
-        yb, ab, wb = t.block(sl, x), a[sl], w[sl].double()
-        u = x[sl] @ vec_c  # (b, d)
-        ah = ab[:, None] * ((u * u) @ inv_c)  # (b, G): a_i h_i(lam)
+    most = max(1, BLOCK_ELEMENTS // max(d, g * k))
+    for sl, xb in _row_blocks(shown(rows, progress, desc), step, most):
+        yb, ab, wb = t.block(sl, dtype), a[sl], w[sl].double()
+        cls = t.classes(sl, yb)
+        u = xb @ vec_c  # (b, d)
+        ah = ab[:, None] * ((u * u) @ inv_c)  # (b, G): a_i h_i(λ)
         den = 1.0 - ah
-        # f = (ŷ − a h y) / (1 − a h), built in place in the (b, G, k) buffer of ŷ
-        f = (u @ coef_c).view(-1, G, k)
-        f.addcmul_(ah[:, :, None], yb[:, None, :], value=-1.0).div_(den[:, :, None])
-        wrong = (f.argmax(2) != t.classes(sl, yb)[:, None]).double()  # (b, G)
-        lrows = ops.loss_rows(f, yb, kind)  # (b, G) float64, the ops' loss formulas
-        del f
+        wrong = torch.empty(xb.shape[0], G, **f64)
+        lrows = torch.empty(xb.shape[0], G, **f64)
+        for c in chunks:
+            coef = (VtB_c[:, None, :] * inv_c[:, c, None]).view(d, -1)  # (d, g·k)
+            # f = (ŷ − a h y) / (1 − a h), built in place in the (b, g, k) buffer of ŷ
+            f = (u @ coef).view(xb.shape[0], -1, k)
+            f.addcmul_(ah[:, c, None], yb[:, None, :], value=-1.0).div_(den[:, c, None])
+            wrong[:, c] = f.argmax(2) != cls[:, None]
+            lrows[:, c] = ops.loss_rows(f, yb, kind)  # (b, g) float64, the ops' loss formulas
+            del f
         err += wb @ wrong
         loss += wb @ lrows
         total += wb.sum()

@@ -17,17 +17,29 @@ then evaluates on every row only the values whose sample mean is within ``Z`` pa
 errors of the sample's best (at most ``MAX_CANDIDATES`` a round; :mod:`.lambda_screen`), and
 chooses among those by their exact means. The choice is the full grid's whenever its winner passes the screen;
 BENCHMARKS.md compares the two on real data sets.
+
+The features may be streamed (a ``.npy`` path, a directory of shards, a memmap, a RowSource):
+every pass — the Gram pass, the screening sample's rows, each candidate round — reads them block
+by block through the engine's prefetching reader (:class:`divaext.engine.rows.Rows`), so memory
+is O(n + d² + d·k + block·(d + k)) however large n is; an in-memory tensor goes through the
+same passes as views of its rows. A screened search reads the rows three or four times.
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 
+from ..engine import inputs as I
 from ..engine import validate as V
+from ..engine.rows import Rows
+from ..engine.sources import RowSource, open_rows
 from . import _common as C
 from . import lambda_passes as P
 from . import lambda_screen as S
+from .reweight import show_progress
 
 _CRITERIA = ("error", "loss")
 _STRATEGIES = ("auto", "full")
@@ -60,14 +72,21 @@ def default_grid(scale: float, num: int = 33) -> torch.Tensor:
 
 def select_lambda(features, labels, weights=None, *, grid=None, criterion: str = "error", loss: str = "ce",
                   num_classes: Optional[int] = None, loss_weights=None, strategy: str = "auto",
-                  screen_rows: Optional[int] = None, progress: bool = False) -> LambdaResult:
+                  screen_rows: Optional[int] = None, progress: Optional[bool] = None,
+                  block_rows: Optional[int] = None, device=None) -> LambdaResult:
     """LOO error and loss of weighted ridge regression over a grid of lam, and the best lam.
 
     Args:
-        features: (n, d) float32/float64 tensor or array, CPU or CUDA. The d×d algebra runs
-            in float64, the row blocks in the features' dtype (as in divaext.loo_predictions).
+        features: (n, d) float32/float64/float16/bfloat16 tensor or array, CPU or CUDA; or a
+            stream of rows read block by block (memory O(n + d² + d·k) whatever n is): a
+            ``.npy`` path, a directory of ``.npy`` shards, a ``numpy.memmap``, a
+            :class:`divaext.streaming.RowSource` (``open_rows(...)``: also a list of blocks or
+            a function returning a fresh iterator of blocks), or an
+            ``engine.inputs.Features(source, stream=True)``. The d×d algebra runs in
+            float64, the row blocks in float32 for float16/bfloat16 features (converted per
+            block), else in the features' dtype (as in divaext.loo_predictions).
         labels: (n,) integer class indices (kept as indices: no (n, k) one-hot is formed) or
-            (n, k) float targets.
+            (n, k) float targets (read per block; give them in the compute dtype to avoid a copy).
         weights: (n,) non-negative sample weights a (default ones).
         grid: 1-D positive lam values (default :func:`default_grid` of the data's scale).
         criterion: ``"error"`` picks the lowest LOO misclassification rate (ties: lowest loss,
@@ -79,18 +98,66 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
             least twice that (see the module notes); ``"full"`` evaluates every grid value on
             every row (G·n·d·k; ``exact`` all True).
         screen_rows: size of the screening sample (default max(20000, 2n/G)).
-        progress: tqdm bars with ETA over the passes' row blocks (when tqdm is installed).
+        progress: tqdm bars with ETA over every pass's row blocks (when tqdm is installed;
+            default: when stderr is a terminal).
+        block_rows: rows per block read from a stream (default ~8M elements).
+        device: where a stream is computed (default the CPU, or an in-memory source's device).
     """
-    x = C.features(features)
-    y = C.labels_like(labels, x)
-    a = C.weights_like(weights, x)
-    w = C.weights_like(loss_weights, x, "loss_weights")
-    if not bool((w > 0).any()):
-        raise ValueError("divaext: loss_weights are all zero; the mean loss is undefined")
     if criterion not in _CRITERIA:
         raise ValueError(f"divaext: unknown criterion {criterion!r}; choose one of {list(_CRITERIA)}")
-    return search(x, y, a, w, grid, criterion, V.check_loss(loss), num_classes=num_classes, strategy=strategy,
-                  screen_rows=screen_rows, progress=C.check_flag(progress, "progress")).result
+    _screen_size(1, 1, strategy, screen_rows)  # bad settings fail before the first pass over the rows
+    rows, t, a, w, kind = _open(features, labels, weights, loss_weights, loss, num_classes, block_rows, device)
+    return search_rows(rows, t, a, w, grid, criterion, kind, strategy=strategy, screen_rows=screen_rows,
+                       progress=show_progress(progress)).result
+
+
+def _is_stream(features) -> bool:
+    """Whether ``features`` are read block by block: files, memmaps, row sources, blocks."""
+    if isinstance(features, I.Features):
+        return features.stream
+    return isinstance(features, (str, os.PathLike, np.memmap, RowSource)) or callable(features)
+
+
+def _open(features, labels, weights, loss_weights, loss, num_classes, block_rows, device):
+    """(rows, targets, a, w, loss kind): the inputs checked by the engine's boundary
+    (:func:`divaext.engine.inputs.prepare`). As in every workflow, weights and float targets
+    are first moved to the features' compute dtype (and device, in memory)."""
+    if isinstance(features, I.Features):
+        source, stream, device = features.source, features.stream, features.device or device
+    else:
+        source, stream = features, _is_stream(features)
+    if stream:
+        source = open_rows(source)  # opened once here for its dtype, and passed on as it is
+        dtype, to = V.compute_dtype(source.dtype), {}
+    else:
+        source = V.as_tensor(source, "features")
+        dtype, to = V.compute_dtype(source.dtype), dict(device=source.device)
+    if block_rows is not None and not stream:
+        raise ValueError("divaext: block_rows applies to streamed features; an in-memory tensor is cut into "
+                         "blocks by the search itself")
+
+    def like(t, name):
+        if t is None:
+            return None
+        t = V.as_tensor(t, name)
+        if t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"divaext: {name} must be real numbers, got {t.dtype}")
+        return t.to(dtype=dtype, **to)
+
+    y = V.as_tensor(labels, "labels").to(**to)
+    if y.is_floating_point() and y.dim() == 2:
+        y = y.to(dtype)
+    call = I.prepare(I.Features(source, stream=stream, device=device), y, like(weights, "weights"),
+                     lam=1.0,  # (the search has no λ yet: any valid number passes the check)
+                     num_classes=num_classes, block_rows=block_rows, group=None,
+                     extra=I.loss_weights_check(loss, like(loss_weights, "loss_weights")))
+    kind, w = call.extra
+    rows = call.rows
+    if not stream:  # one tensor: cut into views, so that each pass reads (and reports) it block by block
+        rows = P.in_blocks(rows.tensor(), P.block_rows(rows.shape[1], call.k))
+    dense = call.y.dim() == 2
+    t = P.Targets(None if dense else call.y, call.y if dense else None, call.k)
+    return rows, t, call.a, w, kind
 
 
 class _Search(NamedTuple):
@@ -110,10 +177,20 @@ class _Search(NamedTuple):
 def search(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, grid, criterion: str,
            kind: int, *, num_classes: Optional[int] = None, strategy: str = "auto",
            screen_rows: Optional[int] = None, progress: bool = False) -> _Search:
-    """:func:`select_lambda` on checked inputs: x (n, d), y (n,) class indices or (n, k)
-    targets in x's dtype, a and w (n,) weights, ``kind`` the loss code."""
+    """:func:`select_lambda` on checked in-memory inputs: x (n, d), y (n,) class indices or
+    (n, k) targets in x's dtype, a and w (n,) weights, ``kind`` the loss code."""
     t = P.targets(y, x, num_classes)
-    M, B = P.gram(x, a, t, progress)  # float64 (d, d), (d, k)
+    rows = P.in_blocks(x, P.block_rows(x.shape[1], t.k))
+    return search_rows(rows, t, a, w, grid, criterion, kind, strategy=strategy, screen_rows=screen_rows,
+                       progress=progress)
+
+
+def search_rows(rows: Rows, t: P.Targets, a: torch.Tensor, w: torch.Tensor, grid, criterion: str, kind: int, *,
+                strategy: str = "auto", screen_rows: Optional[int] = None, progress: bool = False) -> _Search:
+    """The search over checked rows (in memory or streamed): a and w (n,) in the rows'
+    compute dtype, on their device. Passes: Gram; then, screened, the sample's rows and one or
+    two candidate passes over every row; else one pass of every λ over every row."""
+    M, B = P.gram(rows, a, t, progress)  # float64 (d, d), (d, k)
     s, vec = torch.linalg.eigh(M)
     s = s.clamp_min(0)  # round-off can make zero eigenvalues slightly negative
     if grid is None:
@@ -124,22 +201,20 @@ def search(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, w: torch.Tensor, g
         grid = default_grid(scale)
     lams = _check_grid(grid)
     VtB = vec.T @ B
+    n, G, every = rows.shape[0], lams.shape[0], torch.arange(lams.shape[0])
 
-    def run(rows, idx, paired: bool, desc: str):
-        sums = P.evaluate(x[rows], t.rows(rows), a[rows], w[rows], s, vec, VtB, lams[idx], kind, paired, progress,
-                          desc)
-        return sums, _means(sums, x.dtype)
+    def run(idx, paired: bool, desc: str, step: int = 1):
+        sums = P.evaluate(rows, t, a, w, s, vec, VtB, lams[idx], kind, paired, step, progress, desc)
+        return sums, _means(sums, rows.dtype)
 
-    G, every = lams.shape[0], torch.arange(lams.shape[0])
-    m = _screen_size(x.shape[0], G, strategy, screen_rows)
-    sample = slice(None, None, x.shape[0] // m) if m else None
-    screen = run(sample, every, True, "λ search: screening") if m else None
+    m = _screen_size(n, G, strategy, screen_rows)
+    screen = run(every, True, f"λ search: {G} λ on {len(range(0, n, n // m)):,} rows", n // m) if m else None
     if screen is None or float(screen[0].total) <= 0:  # no screening, or no loss weight in the sample
-        _, (errors, losses, invalid) = run(slice(None), every, False, "λ search: every λ")
+        _, (errors, losses, invalid) = run(every, False, f"λ search: {G} λ on every row")
         exact = torch.ones(G, dtype=torch.bool)
     else:
         errors, losses, invalid = screen[1]
-        exact = S.evaluate_candidates(lambda idx: run(slice(None), idx, False, "λ search: candidates")[1],
+        exact = S.evaluate_candidates(lambda idx: run(idx, False, f"λ search: {len(idx)} candidates")[1],
                                       screen[0], errors, losses, invalid, lams, criterion)
     errors[invalid] = float("nan")
     losses[invalid] = float("nan")
