@@ -191,6 +191,8 @@ def floor_products(x: torch.Tensor, k: int, rows: int) -> dict:
 def detect_job(path: str, labels_path: str, lam: str) -> dict:
     """divaext.detect on the .npy at ``path`` (float16 features streamed), with each phase timed."""
     import divaext
+    import divaext.streaming  # noqa: F401  (imported now: detect imports these lazily, and the
+    import divaext.workflows.select_lambda  # noqa: F401  run must not pick up files edited meanwhile)
     from divaext.workflows import _common
 
     phases = []  # (name, start time)
