@@ -130,7 +130,9 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     Memory: besides the features, O(n + d² + d·k + block·(d + k)) — the LOO predictions (n × k)
     are formed block by block in each pass of the label-quality part and never held whole on
     large sets (:mod:`divaext.workflows.loo_blocks`), so features streamed from disk work at
-    ImageNet size (n = 1.28·10⁶, d = 2048, k = 1000).
+    ImageNet size (n = 1.28·10⁶, d = 2048, k = 1000). There (n·k > 2²⁴) the temperature is
+    fitted on a fixed random subset of 2²³ / k rows (``settings["temperature_rows"]``; every
+    row below that size, where the results are those of the whole n × k computation).
 
     Args:
         features: (n, d) float32/float64 tensor or array, on CPU or CUDA; or features streamed
