@@ -282,15 +282,15 @@ class _TopMargins:
 
     def add(self, start: int, y: torch.Tensor, margin: torch.Tensor) -> None:
         """Margins [b,k] of rows start.. labelled y [b]."""
-        y, margin = y.cpu(), margin.cpu()
-        cell = y[:, None] * self.k + torch.arange(self.k)  # (b, k)
-        wanted = self.m[cell] > 0
-        new = wanted & (margin >= self.floor[cell])
-        self._drop(cell[wanted & ~new], margin[wanted & ~new])
-        rows = (start + torch.arange(y.shape[0]))[:, None].expand_as(cell)
-        value = torch.cat([self.value, margin[new]])
-        cells = torch.cat([self.cell, cell[new]])
-        row = torch.cat([self.row, rows[new]])
+        y, margin, k = y.cpu(), margin.cpu(), self.k
+        wanted = self.m.view(k, k)[y] > 0  # (b, k): row gathers, not a b·k gather
+        new = wanted & (margin >= self.floor.view(k, k)[y])
+        r, j = (wanted & ~new).nonzero(as_tuple=True)
+        self._drop(y[r] * k + j, margin[r, j])
+        r, j = new.nonzero(as_tuple=True)
+        value = torch.cat([self.value, margin[r, j]])
+        cells = torch.cat([self.cell, y[r] * k + j])
+        row = torch.cat([self.row, start + r])
         order = torch.sort(value, descending=True, stable=True).indices
         order = order[torch.sort(cells[order], stable=True).indices]  # by cell, largest margin first
         value, cells, row = value[order], cells[order], row[order]
