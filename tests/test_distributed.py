@@ -103,6 +103,20 @@ def _scenarios(rank, npy_path):
     run("detect_auto", lambda: (lambda r: (r.label_quality, r.predicted_label, torch.tensor([r.num_issues]),
                                            torch.tensor([r.settings["temperature"]])))(
         divaext.detect(x[s:e], y[s:e], weights=a[s:e], lam=0.7, group="default")))
+
+    def detect_stream():  # streamed shards, the label-quality part block by block (never held whole)
+        from divaext.workflows import loo_blocks
+
+        saved = loo_blocks.HOLD_ELEMENTS, loo_blocks.BLOCK_ELEMENTS
+        loo_blocks.HOLD_ELEMENTS, loo_blocks.BLOCK_ELEMENTS = 0, 7 * 50
+        try:
+            r = divaext.detect(streaming.open_rows(npy_path, s, e), y[s:e], weights=a[s:e], lam=0.7,
+                               group="default")
+        finally:
+            loo_blocks.HOLD_ELEMENTS, loo_blocks.BLOCK_ELEMENTS = saved
+        return r.detrimental, r.scores, r.label_quality, torch.tensor([r.num_issues])
+
+    run("detect_stream", detect_stream)
     run("probs", lambda: (divaext.loo_pred_probs(x[s:e], y[s:e], a[s:e], lam=0.7, group="default").probs,))
     run("reweight", lambda: (divaext.reweight(x[s:e], y[s:e], select=None, lam=0.7, loss="ce", steps=2,
                                               group="default").weights,))
@@ -384,6 +398,11 @@ def test_detect_and_reweight_on_shards_match_single_process(ranks):
         # Newton stops at a gradient of ~1e-12 of the NLL: summation order moves T by ~1e-8
         assert float(r["detect_auto"][3]) == pytest.approx(det.settings["temperature"], rel=1e-6)
     _close(_cat(ranks, "probs", 0), divaext.loo_pred_probs(x, y, a, lam=0.7).probs)
+    # streamed shards, block by block: the same flags and count, values to summation order
+    assert torch.equal(_cat(ranks, "detect_stream", 0), det.detrimental)
+    _close(_cat(ranks, "detect_stream", 1), det.scores, rtol=1e-9)
+    _close(_cat(ranks, "detect_stream", 2), det.label_quality, rtol=1e-9)
+    assert all(int(r["detect_stream"][3]) == det.num_issues for r in ranks)
     _close(_cat(ranks, "reweight", 0), divaext.reweight(x, y, select=None, lam=0.7, loss="ce", steps=2).weights)
     _close(_cat(ranks, "reweight_empty", 0), divaext.reweight(x, y, select=None, lam=0.7, loss="ce", steps=2).weights)
 

@@ -179,6 +179,55 @@ class _IterRows(RowSource):
             yield b.pin_memory() if pin and b.device.type == "cpu" else b
 
 
+class WithIntercept(RowSource):
+    """The rows of ``parent`` with a constant 1 appended (n, d+1): the model's intercept column,
+    added to each block as it is read (one block's copy at a time, never a copy of the data)."""
+
+    def __init__(self, parent: RowSource):
+        self.parent, self.n, self.d, self.dtype = parent, parent.n, parent.d + 1, parent.dtype
+
+    def blocks(self, block_rows, pin):
+        for b in self.parent.blocks(block_rows, pin):
+            out = torch.empty((b.shape[0], self.d), dtype=b.dtype, device=b.device,
+                              pin_memory=pin and b.device.type == "cpu")
+            out[:, :-1] = b
+            out[:, -1] = 1
+            yield out
+
+    def rows(self, start, stop):
+        return WithIntercept(self.parent.rows(start, stop))
+
+    def describe_order(self):
+        return self.parent.describe_order()
+
+
+class WithProgress(RowSource):
+    """The rows of ``parent``, each read (a pass) shown as a progress bar with ETA
+    (engine/progress.py) named ``desc``, which the caller may change between passes."""
+
+    def __init__(self, parent: RowSource, desc: str, enabled: bool = True):
+        self.parent, self.n, self.d, self.dtype = parent, parent.n, parent.d, parent.dtype
+        self.desc, self.enabled, self.passes = desc, enabled, 0
+
+    def phase(self, desc: str) -> None:
+        """Name the passes that follow ``desc`` (numbered from 1)."""
+        self.desc, self.passes = desc, 0
+
+    def blocks(self, block_rows, pin):
+        from .progress import progress_bar
+
+        self.passes += 1
+        total = None if self.n is None else -(-self.n // block_rows)
+        return iter(progress_bar(self.parent.blocks(block_rows, pin), total, self.enabled,
+                                 f"{self.desc} (pass {self.passes})"))
+
+    def rows(self, start, stop):
+        return WithProgress(self.parent.rows(start, stop), self.desc, self.enabled)
+
+    def describe_order(self):
+        return self.parent.describe_order()
+
+
 def _as_block(b, i: int) -> torch.Tensor:
     t = torch.as_tensor(np.array(b) if isinstance(b, np.memmap) else b)
     if t.dim() != 2 or t.dtype not in _TORCH_DTYPES:

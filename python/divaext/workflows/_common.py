@@ -8,14 +8,17 @@ mismatch; the features themselves are never copied.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ..engine import validate as V
 from ..engine import collectives as D
 from ..derivative import Derivative, loo_derivative, val_derivative
-from ..engine.inputs import check_device as _check_device
+from ..engine.inputs import Features, check_device as _check_device
+from ..engine import sources as S
 from ..labels import class_count, encode_label_sets, encode_labels
 
 
@@ -26,6 +29,55 @@ def features(x, name: str = "features", group=None) -> torch.Tensor:
     x = V.check_features(x, name, sharded=group is not None)
     _check_device(x)
     return x
+
+
+class Stream:
+    """Features streamed from a row source (:func:`divaext.streaming.open_rows`): what the
+    workflows need of them — ``shape`` (n, d), ``dtype`` (the dtype the passes compute in:
+    float32 for half-precision files), ``device`` (where they compute) — and the source, read
+    block by block by every pass. ``source`` shows a progress bar per pass when asked
+    (:class:`divaext.engine.sources.WithProgress`)."""
+
+    def __init__(self, source: S.RowSource, n: int, device, progress: bool = False, desc: str = "pass"):
+        self.source = S.WithProgress(source, desc, progress)
+        self.shape, self.device = (int(n), int(source.d)), torch.device(device)
+        self.dtype = V.compute_dtype(source.dtype)
+
+    def features(self) -> Features:
+        """The engine's description of these features (streamed)."""
+        return Features(self.source, stream=True, device=self.device)
+
+    def phase(self, desc: str) -> None:
+        """Name the progress bars of the passes that follow."""
+        self.source.phase(desc)
+
+    def with_intercept(self) -> "Stream":
+        """The same rows with a constant last column, added per block as they are read."""
+        return Stream(S.WithIntercept(self.source.parent), self.shape[0], self.device, self.source.enabled,
+                      self.source.desc)
+
+
+def is_stream_source(features) -> bool:
+    """Whether ``features`` name a streamed source (a ``.npy`` path, a directory of shards, a
+    ``numpy.memmap``, a :class:`RowSource` from :func:`divaext.streaming.open_rows`, or a
+    function returning blocks) rather than an in-memory array."""
+    return isinstance(features, (str, os.PathLike, S.RowSource, np.memmap)) or (
+        callable(features) and not isinstance(features, torch.Tensor))
+
+
+def features_or_stream(x, labels, name: str = "features", group=None, progress: bool = False, device=None):
+    """In-memory features as :func:`features` does, or a :class:`Stream` over a streamed source
+    (its row count from the source, or from ``labels`` for a stream of blocks)."""
+    if not is_stream_source(x):
+        return features(x, name, group)
+    src = S.open_rows(x)
+    n = src.n if src.n is not None else len(labels)
+    if device is None:
+        array = getattr(src, "array", None)
+        device = array.device if isinstance(array, torch.Tensor) else "cpu"
+    st = Stream(src, n, device, progress)
+    _check_device(st)
+    return st
 
 
 def encode(labels, name: str = "labels", classes=None, group=None):
@@ -126,6 +178,11 @@ def global_sum_vec(t: torch.Tensor, group) -> torch.Tensor:
     return t if group is None else D.allreduce_sum(t.to(D.flag_device(group)), group).to(t.device)
 
 
+def global_max_vec(t: torch.Tensor, group) -> torch.Tensor:
+    """Elementwise maximum of a small vector over every rank (itself on one process)."""
+    return t if group is None else D.allreduce_max(t.to(D.flag_device(group)), group).to(t.device)
+
+
 def global_max(t: torch.Tensor, group) -> torch.Tensor:
     """Maximum over every rank's shard (an empty shard contributes 0)."""
     m = (t.max() if t.numel() else t.new_zeros(())).double().reshape(1)
@@ -134,7 +191,18 @@ def global_max(t: torch.Tensor, group) -> torch.Tensor:
 
 def derivative(x, y, a, *, lam, loss, num_classes, xv=None, yv=None, loss_weights=None, group=None,
                method: str = "auto") -> Derivative:
-    """LOO derivative, or the validation derivative when a validation set is given."""
+    """LOO derivative, or the validation derivative when a validation set is given (x a tensor,
+    or a :class:`Stream`)."""
+    if isinstance(x, Stream):
+        from .. import streaming
+
+        if xv is None:
+            return streaming.loo_derivative(x.source, y, a, lam=lam, loss=loss, num_classes=num_classes,
+                                            loss_weights=loss_weights, device=x.device, group=group, method=method)
+        if loss_weights is not None:
+            raise ValueError("divaext: loss_weights apply to the LOO loss only, not to a validation loss")
+        return streaming.val_derivative(x.source, y, a, xv, yv, lam=lam, loss=loss, num_classes=num_classes,
+                                        device=x.device, group=group, method=method)
     if xv is None:
         return loo_derivative(x, y, a, lam=lam, loss=loss, num_classes=num_classes, loss_weights=loss_weights,
                               group=group, method=method)
@@ -154,6 +222,8 @@ def with_intercept(x: Optional[torch.Tensor], intercept: bool) -> Optional[torch
     of the features; pass ``intercept=False`` when they already hold a constant column."""
     if x is None or not intercept:
         return x
+    if isinstance(x, Stream):
+        return x.with_intercept()
     return torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
 
 
@@ -167,9 +237,12 @@ def model_lam(lam, x, y, a, num_classes, group=None, progress: Optional[bool] = 
     """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ chosen by
     leave-one-out error (:func:`divaext.workflows.select_lambda.resolve_lam`; ``progress``: its
     progress bars, default when stderr is a terminal). ``x``: the features as select_lambda
-    takes them, a tensor or a stream (passed on unchanged)."""
+    takes them, a tensor or a stream (passed on unchanged; a :class:`Stream` as its row source,
+    on its device, its bars the source's own)."""
     from .select_lambda import resolve_lam
 
+    if isinstance(x, Stream):  # the rows as a source, read block by block (its bars are the source's own)
+        x, progress = Features(x.source, stream=True, device=x.device), False
     return resolve_lam(lam, x, y, a, num_classes=num_classes, group=group, progress=progress)
 
 

@@ -21,8 +21,10 @@ from ..labels import class_count
 from . import _common as C
 from . import flag_cut as F
 from . import label_quality as LQ
-from .probs import class_labels, probs_on_device
+from .loo_blocks import LooBlocks
+from .probs import class_labels
 from .returns import like_input
+from .reweight import show_progress
 
 # λ of the derivative = this × the λ of the lowest LOO error, when lam="auto". Chosen on our
 # six evaluation sets with noise draws 0–2 (RESULTS.md, "How the defaults were chosen"): the
@@ -95,7 +97,7 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
            intercept: bool = True, loss: str = "ce", threshold="auto", eps: Optional[float] = None,
            top_k: Optional[int] = None, val_features=None, val_labels=None,
            num_classes: Optional[int] = None, group=None, method: str = "auto",
-           rank_by: str = "auto") -> DetectResult:
+           rank_by: str = "auto", progress: Optional[bool] = None, device=None) -> DetectResult:
     """Score every training sample by the derivative of the loss w.r.t. its weight, and flag
     the samples whose label is likely wrong.
 
@@ -125,8 +127,19 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     ``"ce_misclassified"`` *inverts* the ranking (AUC 0.3–0.5), because mislabeled samples are
     exactly the LOO-misclassified ones. Hence the default ``"ce"``.
 
+    Memory: besides the features, O(n + d² + d·k + block·(d + k)) — the LOO predictions (n × k)
+    are formed block by block in each pass of the label-quality part and never held whole on
+    large sets (:mod:`divaext.workflows.loo_blocks`), so features streamed from disk work at
+    ImageNet size (n = 1.28·10⁶, d = 2048, k = 1000). There (n·k > 2²⁴) the temperature is
+    fitted on a fixed random subset of 2²³ / k rows (``settings["temperature_rows"]``; every
+    row below that size, where the results are those of the whole n × k computation).
+
     Args:
-        features: (n, d) float32/float64 tensor or array, on CPU or CUDA.
+        features: (n, d) float32/float64 tensor or array, on CPU or CUDA; or features streamed
+            block by block (:mod:`divaext.streaming`): a ``.npy`` path (float16 too), a
+            directory of ``.npy`` shards, a :func:`divaext.streaming.open_rows` source or a
+            function returning a fresh iterator of blocks, a ``numpy.memmap``. The intercept is
+            then appended to each block as it is read.
         labels: (n,) class labels — indices, or names of any type (strings, …; mapped as
             :mod:`divaext.labels` does, ``classes`` of the result) — or (n, k) float targets.
         weights: (n,) non-negative sample weights (default ones).
@@ -145,6 +158,10 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
         group: process group of a row-sharded call (see :mod:`divaext.distributed`): each rank
             passes its rows and gets its rows' results; sums, the temperature, the estimated
             count and the cut are taken over all ranks (``lam`` must then be a number).
+        progress: progress bars with ETA over every pass (when tqdm is installed); default
+            (None): on when stderr is a terminal.
+        device: where streamed features are computed (default the CPU; ``"cuda"`` streams the
+            blocks to the GPU). In-memory features compute where they are.
     """
     group = D.resolve_group(group)
     D.agree_on_settings(group, lam=lam, lam_factor=lam_factor, intercept=intercept, loss=loss, threshold=threshold,
@@ -153,9 +170,10 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     rule, cut_value = _rule(threshold, eps, top_k)
     rank_by = F.check_rank_by(rank_by)
     labels, val_labels, classes = C.encode_sets(group, labels=labels, val_labels=val_labels)
+    progress = show_progress(progress)
 
     def prepare():
-        x = C.features(features, group=group)
+        x = C.features_or_stream(features, labels, group=group, progress=progress, device=device)
         y = C.labels_like(labels, x)
         xv, yv = C.validation_pair(val_features, val_labels, x)
         icpt = C.check_flag(intercept, "intercept")
@@ -167,9 +185,14 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     x, y, a, xv, yv = D.agree(group, prepare)
     rank_by = F.resolve_rank_by(rank_by, y.dim() == 1 and not y.is_floating_point())
     k = C.num_classes_of(num_classes, y, yv, group=group)
-    lam_model = C.model_lam(lam, x, y, a, k, group)
+    stream = isinstance(x, C.Stream)
+    if stream:
+        x.phase("detect: λ search")
+    lam_model = C.model_lam(lam, x, y, a, k, group, progress=progress)
     factor = C.positive_float(lam_factor, "lam_factor") if lam_factor is not None else (
         DETECT_LAM_FACTOR if isinstance(lam, str) else 1.0)
+    if stream:
+        x.phase("detect: derivative")
     d = C.derivative(x, y, a, lam=lam_model * factor, loss=loss, num_classes=k, xv=xv, yv=yv, group=group,
                      method=method)
     loss_value = float(d.loss)
@@ -177,14 +200,10 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     scores = torch.where(C.below_rounding(scores, loss_value), torch.zeros_like(scores), scores)
 
     quality = pred = pred_p = num_issues = None
-    temperature = None
+    temperature = temperature_rows = None
     if y.dim() == 1 and not y.is_floating_point():
-        p, _, temperature = probs_on_device(x, y, a, lam_model, k, group)
-        quality = C.cpu(LQ.label_quality(p, y)).to(x.dtype)
-        pred_p, pred = (C.cpu(t) for t in p.max(1))
-        pred_p = pred_p.to(x.dtype)
-        # with an explicit rule the count is extra information, skipped where its tables are too big
-        num_issues = LQ.estimate_num_issues(p, y, k, group) if k <= LQ.MAX_CLASSES else None
+        quality, pred, pred_p, num_issues, temperature, temperature_rows = _label_part(x, y, a, lam_model, k, group,
+                                                                                       progress)
     order = F.ranking(rank_by, C.cpu(scores), quality)
     if rule == "eps":
         cut, flag = cut_value, C.cpu(scores) > cut_value
@@ -194,9 +213,28 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
         cut = F.cut_for_count(order, ok, num_issues if rule == "auto" else cut_value, group)
         flag = ok & (order > cut)
     settings = {"lam": lam_model * factor, "lam_model": lam_model, "lam_factor": factor, "loss": loss,
-                "intercept": intercept, "threshold": rule, "cut": cut, "rank_by": rank_by, "temperature": temperature}
+                "intercept": intercept, "threshold": rule, "cut": cut, "rank_by": rank_by, "temperature": temperature,
+                "temperature_rows": temperature_rows}
     return like_input(features, DetectResult(C.cpu(scores), C.cpu(d.grad), flag, loss_value, quality, pred, pred_p,
                                              num_issues, cut, settings, classes, order, C.cpu(y) if pred is not None else None))
+
+
+def _label_part(x, y, a, lam: float, k: int, group, progress: bool):
+    """(label quality, predicted label, its probability (n,) on the CPU, the estimated number
+    of wrong labels, temperature, rows it was fitted on), from the calibrated LOO
+    probabilities read block by block (passes: Gram, temperature, row summary, confident
+    joint, margins; free when the predictions are held whole)."""
+    blocks = LooBlocks(x, y, a, lam, k, group, progress, "detect")
+    temperature, rows = blocks.temperature()
+    p = blocks.prob_blocks(temperature)
+    summary = LQ.row_summary(p, x.shape[0], k, group)
+    quality, pred_p = (C.cpu(t).to(x.dtype) for t in (summary.quality, summary.pred_prob))
+    # with an explicit rule the count is extra information, skipped where its tables are too big
+    num_issues = None
+    if k <= LQ.MAX_CLASSES:
+        issues = LQ.issues_of(p, x.shape[0], k, summary, group)
+        num_issues = int(C.global_sum(issues.double(), group).item())
+    return quality, C.cpu(summary.pred), pred_p, num_issues, temperature, rows
 
 
 def _rule(threshold, eps, top_k):
