@@ -116,9 +116,10 @@ def test_cli_label_files_are_encoded_as_python_encodes_the_same_sets(tmp_path_fa
     assert (None if args.classes.names is None else [str(c) for c in args.classes.names]) == names
 
 
-# the arguments of each sharded workflow that are data (per-rank rows), not settings
+# the arguments of each sharded workflow that are data (per-rank rows) or per-rank by nature
+# (progress bars; ``device``: each rank computes on its own, e.g. cuda:0 and cuda:1), not settings
 _DATA = {"features", "labels", "weights", "val_features", "val_labels", "loss_weights", "trainable", "probs", "y",
-         "group", "progress"}
+         "group", "progress", "device"}
 
 
 class _Agreed(Exception):

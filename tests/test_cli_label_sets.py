@@ -52,7 +52,7 @@ def _detect_cli(d, capsys, x, y, xv, yv, suffix, extra=()):
     y_path, yv_path = _write(d / f"y{suffix}", y), _write(d / f"yv{suffix}", yv)
     code, err = _run(["detect", d / "x.npy", y_path, "--val-features", d / "xv.npy", "--val-labels", yv_path,
                       "--lam", "1", "--loss", "ce", "--dtype", "float64", "--no-header", "-o", d / "s.csv",
-                      "--no-progress", *extra], capsys)
+                      "--no-progress", "--input-order", *extra], capsys)
     return code, err
 
 
@@ -76,8 +76,8 @@ def test_detect_label_files_encoded_as_python_does(tmp_path, capsys, sets, case)
     assert code == 0, err
     ref = detect(x, y, lam=1.0, loss="ce", val_features=xv, val_labels=yv)
     got = np.array([float(r["score"]) for r in _rows(tmp_path / "s.csv")])
-    np.testing.assert_allclose(got, ref.scores.numpy(), rtol=1e-8, atol=1e-12)  # the CSV holds 9 digits
-    assert [r["label"] for r in _rows(tmp_path / "s.csv")] == [str(v) for v in y]
+    np.testing.assert_allclose(got, np.asarray(ref.scores), rtol=1e-8, atol=1e-12)  # the CSV holds 9 digits
+    assert [r["given_label"] for r in _rows(tmp_path / "s.csv")] == [str(v) for v in y]
 
 
 def test_true_labels_share_the_encoding(tmp_path, capsys, sets):
@@ -90,10 +90,10 @@ def test_true_labels_share_the_encoding(tmp_path, capsys, sets):
     truth[:5] = -1  # e.g. scikit-learn's "unlabeled" marker in the reference labels
     np.save(tmp_path / "t.npy", truth)
     code, err = _run(["detect", tmp_path / "x.npy", tmp_path / "y.npy", "--true-labels", tmp_path / "t.npy",
-                      "--lam", "1", "-o", tmp_path / "s.csv", "--no-progress"], capsys)
+                      "--lam", "1", "-o", tmp_path / "s.csv", "--no-progress", "--input-order"], capsys)
     assert code == 0, err
-    mislabeled = [int(r["mislabeled"]) for r in _rows(tmp_path / "s.csv")]
-    assert mislabeled == [1] * 5 + [0] * (len(y) - 5)
+    mislabeled = [r["mislabeled"] for r in _rows(tmp_path / "s.csv")]
+    assert mislabeled == ["True"] * 5 + ["False"] * (len(y) - 5)
 
 
 def test_extend_pool_and_test_files_encoded_as_python_does(tmp_path, capsys, sets):
@@ -111,8 +111,9 @@ def test_extend_pool_and_test_files_encoded_as_python_does(tmp_path, capsys, set
     assert code == 0, err
     ref = extend(x, y, xv, yp, lam=1.0, loss="ce", batch_size=4, budget=8)
     rows = _rows(tmp_path / "sel.csv")
-    assert [int(r["pool_index"]) for r in rows] == ref.order.tolist()
-    assert [r["label"] for r in rows] == [str(yp[i]) for i in ref.order.tolist()]
+    order = np.asarray(ref.order).tolist()
+    assert [int(r["pool_index"]) for r in rows] == order
+    assert [r["given_label"] for r in rows] == [str(yp[i]) for i in order]
 
 
 @pytest.mark.parametrize("train_names", [False, True])

@@ -142,10 +142,12 @@ def lam_of(lam, features, labels, weights, num_classes, loss_weights, group, str
         return lam  # sharded: refused inside the checks every rank agrees on (engine/inputs.py), not here alone
     if stream and V.check_lam(lam, auto=True) == "auto":
         features = I.Features(features, stream=True)  # the search reads the stream block by block too
-    return _auto_lam(lam, features, labels, weights, num_classes, loss_weights, group)
+    # traced, the search runs eagerly and only its float reaches the graph; the decorator is
+    # applied here, not at import: torch.compiler.disable imports torch._dynamo (seconds)
+    search = torch.compiler.disable(_auto_lam) if C.compiling() else _auto_lam
+    return search(lam, features, labels, weights, num_classes, loss_weights, group)
 
 
-@torch.compiler.disable  # the search runs eagerly; only its float reaches a traced graph
 def _auto_lam(lam, features, labels, weights, num_classes, loss_weights, group) -> float:
     from .workflows.select_lambda import resolve_lam  # workflows import this module
 

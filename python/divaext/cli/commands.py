@@ -63,7 +63,7 @@ def cmd_detect(args) -> None:
 def _true_labels(args) -> np.ndarray:
     """--true-labels, read from --true-labels-column (default: --labels-column) and encoded
     together with every other labels file of the command (steps.Classes)."""
-    return S.load_labels(args, args.true_labels).values
+    return S.load_labels(args, args.true_labels, S.label_column(args, "true_labels")).values
 
 
 # A class seen once cannot be predicted by the model trained without that sample: labels with

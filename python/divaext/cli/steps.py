@@ -28,6 +28,11 @@ class Classes:
         self._read: dict = {}  # (path, column) → dio.Labels as read, in reading order
         self._codes: dict = {}  # (path, column) → (n,) int64 codes
 
+    @property
+    def kind(self) -> str:
+        """"names" when the labels files hold class names, else "indices" (after the first read)."""
+        return "indices" if self.names is None else "names"
+
     def labels(self, args, path: str, column: Optional[str]) -> dio.Labels:
         """The labels file ``path`` (its ``column``) with its values encoded; the first call
         reads every labels file the command names, so that they are encoded together."""
@@ -37,7 +42,7 @@ class Classes:
                 if k not in self._read:
                     self._read[k] = dio.load_labels(k[0], args.labels_key, k[1], args.id_column,
                                                     header=False if args.no_header else None,
-                                                    column_flag=column_flag(args, k[0]))
+                                                    column_flag=column_flag(args, *k))
             keys = list(self._read)  # the training file first: label_files lists it first
             try:
                 codes, self.names = encode_label_sets([self._read[k].values for k in keys],
@@ -56,11 +61,11 @@ def label_files(args) -> list:
     """(path, column) of every labels file the command was given, training labels first; a
     file's column is its own ``--<name>-column`` option where the parser has one, else
     ``--labels-column``."""
-    return [(str(getattr(args, name)), _column(args, name)) for name in LABEL_FILES
+    return [(str(getattr(args, name)), label_column(args, name)) for name in LABEL_FILES
             if getattr(args, name, None) is not None]
 
 
-def _column(args, name: str) -> Optional[str]:
+def label_column(args, name: str) -> Optional[str]:
     own = getattr(args, f"{name}_column", None) if name != "labels" else None
     return own if own is not None else args.labels_column
 
@@ -71,11 +76,11 @@ def load_labels(args, path: str, column: Optional[str] = None) -> dio.Labels:
     return args.classes.labels(args, path, column if column is not None else _column_of(args, path))
 
 
-def column_flag(args, path: str) -> str:
-    """The option that chose the column of the labels file ``path``, for messages."""
+def column_flag(args, path: str, column: Optional[str]) -> str:
+    """The option that chose ``column`` of the labels file ``path``, for messages."""
     for name in LABEL_FILES[1:]:
         if getattr(args, name, None) is not None and str(getattr(args, name)) == str(path) \
-                and getattr(args, f"{name}_column", None) is not None:
+                and getattr(args, f"{name}_column", None) is not None and label_column(args, name) == column:
             return f"--{name.replace('_', '-')}-column"
     return "--labels-column"
 
@@ -84,7 +89,7 @@ def _column_of(args, path: str) -> Optional[str]:
     """The column option that belongs to the labels file ``path`` (--labels-column by default)."""
     for name in LABEL_FILES:
         if getattr(args, name, None) is not None and str(getattr(args, name)) == str(path):
-            return _column(args, name)
+            return label_column(args, name)
     return args.labels_column
 
 
