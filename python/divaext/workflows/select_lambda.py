@@ -26,16 +26,14 @@ same passes as views of its rows. A screened search reads the rows three or four
 """
 from __future__ import annotations
 
-import os
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 
 from ..engine import inputs as I
 from ..engine import validate as V
 from ..engine.rows import Rows
-from ..engine.sources import RowSource, open_rows
+from ..engine.sources import open_rows
 from . import _common as C
 from . import lambda_passes as P
 from . import lambda_screen as S
@@ -113,13 +111,6 @@ def select_lambda(features, labels, weights=None, *, grid=None, criterion: str =
                                             screen_rows=screen_rows, progress=show_progress(progress)).result)
 
 
-def _is_stream(features) -> bool:
-    """Whether ``features`` are read block by block: files, memmaps, row sources, blocks."""
-    if isinstance(features, I.Features):
-        return features.stream
-    return isinstance(features, (str, os.PathLike, np.memmap, RowSource)) or callable(features)
-
-
 def _open(features, labels, weights, loss_weights, loss, num_classes, block_rows, device):
     """(rows, targets, a, w, loss kind): the inputs checked by the engine's boundary
     (:func:`divaext.engine.inputs.prepare`). As in every workflow, weights and float targets
@@ -127,7 +118,7 @@ def _open(features, labels, weights, loss_weights, loss, num_classes, block_rows
     if isinstance(features, I.Features):
         source, stream, device = features.source, features.stream, features.device or device
     else:
-        source, stream = features, _is_stream(features)
+        source, stream = features, C.is_stream_source(features)
     if stream:
         source = open_rows(source)  # opened once here for its dtype, and passed on as it is
         dtype, to = V.compute_dtype(source.dtype), {}
