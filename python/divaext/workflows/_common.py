@@ -19,6 +19,7 @@ from ..engine import collectives as D
 from ..derivative import Derivative, loo_derivative, val_derivative
 from ..engine.inputs import Features, check_device as _check_device
 from ..engine import sources as S
+from ..engine.gram_memo import GramMemo
 from ..labels import class_count, encode_label_sets, encode_labels
 
 
@@ -36,10 +37,13 @@ class Stream:
     workflows need of them — ``shape`` (n, d), ``dtype`` (the dtype the passes compute in:
     float32 for half-precision files), ``device`` (where they compute) — and the source, read
     block by block by every pass. ``source`` shows a progress bar per pass when asked
-    (:class:`divaext.engine.sources.WithProgress`)."""
+    (:class:`divaext.engine.sources.WithProgress`) and carries the Gram-pass memo of this
+    workflow call (:mod:`divaext.engine.gram_memo`): a Stream is made per call and never given
+    to users, so the λ search, the derivative and the label part read the rows for the Gram
+    sums once."""
 
     def __init__(self, source: S.RowSource, n: int, device, progress: bool = False, desc: str = "pass"):
-        self.source = S.WithProgress(source, desc, progress)
+        self.source = S.WithProgress(source, desc, progress, gram_memo=GramMemo())
         self.shape, self.device = (int(n), int(source.d)), torch.device(device)
         self.dtype = V.compute_dtype(source.dtype)
 
@@ -52,7 +56,8 @@ class Stream:
         self.source.phase(desc)
 
     def with_intercept(self) -> "Stream":
-        """The same rows with a constant last column, added per block as they are read."""
+        """The same rows with a constant last column, added per block as they are read (other
+        rows: a Stream of their own, with a memo of its own)."""
         return Stream(S.WithIntercept(self.source.parent), self.shape[0], self.device, self.source.enabled,
                       self.source.desc)
 
