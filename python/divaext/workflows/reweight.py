@@ -194,10 +194,10 @@ def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw
     steps, size = recipe["steps"], recipe["step_size"]
     total = float(C.global_sum(a, group))
     for i in progress_bar(range(steps + 1), steps + 1, progress, "reweight"):
-        if i == steps and not final_loss:
-            break
         if derive is None and isinstance(x, C.Stream):  # the passes of this derivative, named on their bars
             x.phase(f"reweight: step {i + 1} of {steps}" if i < steps else "reweight: loss after the last step")
+        if i == steps and not final_loss:
+            break
         d = derive(a, recipe["loss"]) if derive is not None else C.derivative(
             x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw, group=group,
             method=method)
