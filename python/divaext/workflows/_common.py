@@ -70,12 +70,16 @@ def is_stream_source(features) -> bool:
         callable(features) and not isinstance(features, torch.Tensor))
 
 
-def features_or_stream(x, labels, name: str = "features", group=None, progress: bool = False, device=None):
+def features_or_stream(x, labels, name: str = "features", group=None, progress: bool = False, device=None,
+                       labels_name: str = "labels"):
     """In-memory features as :func:`features` does, or a :class:`Stream` over a streamed source
-    (its row count from the source, or from ``labels`` for a stream of blocks)."""
+    (its row count from the source, checked against the labels' before any pass, or from
+    ``labels`` for a stream of blocks, whose passes check it)."""
     if not is_stream_source(x):
         return features(x, name, group)
     src = S.open_rows(x)
+    if src.n is not None and len(labels) != src.n:
+        raise ValueError(f"divaext: {name} have {src.n} rows but there are {len(labels)} {labels_name}")
     n = src.n if src.n is not None else len(labels)
     if device is None:
         array = getattr(src, "array", None)

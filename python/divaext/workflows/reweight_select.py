@@ -93,11 +93,17 @@ def ridge_accuracy(x, y, a, xe, ye, k: int, lam) -> float:
     return float(ridge_correct(x, y, a, xe, ye, k, lam).double().mean())
 
 
-def _splits(n: int, folds: int, seed: int, device):
-    """(train rows, held-out rows) per fold over a shuffled subset of at most MAX_SELECT_ROWS."""
+def select_rows(n: int, folds: int, seed: int) -> torch.Tensor:
+    """[min(n, MAX_SELECT_ROWS)] int64: the shuffled rows the check runs on, in the order
+    :func:`_splits` deals them into folds (also reweight_stream.py's rows to read)."""
     if folds < 2 or folds > n:
         raise ValueError(f"divaext: folds must be between 2 and the number of samples ({n}), got {folds}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:MAX_SELECT_ROWS].to(device)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:MAX_SELECT_ROWS]
+
+
+def _splits(n: int, folds: int, seed: int, device):
+    """(train rows, held-out rows) per fold over a shuffled subset of at most MAX_SELECT_ROWS."""
+    perm = select_rows(n, folds, seed).to(device)
     for i in range(folds):
         held = torch.zeros(perm.shape[0], dtype=torch.bool, device=device)
         held[i::folds] = True
