@@ -42,6 +42,12 @@ OUTPUTS = {
 _ROW_NUMBER = re.compile(r"\b(row|sample) (\d+)")
 
 
+def numbered_in_x(err: ValueError, first: int) -> ValueError:
+    """``err`` of an op over a block whose first row is row ``first`` of X, its row numbers
+    made rows of X (the kernels number rows within their block)."""
+    return ValueError(_ROW_NUMBER.sub(lambda m: f"{m.group(1)} {int(m.group(2)) + first}", str(err)))
+
+
 class Rows:
     """The features as the passes read them: ``blocks``, a re-iterable of (first row, block
     [b,d] on ``device``) covering rows 0..n-1 of this process, and ``group``, the process group
@@ -125,8 +131,7 @@ class Rows:
                 except ValueError as err:  # the op numbers rows within the block: number them in X
                     if s == 0:
                         raise
-                    msg = _ROW_NUMBER.sub(lambda m: f"{m.group(1)} {int(m.group(2)) + s}", str(err))
-                    raise ValueError(msg) from err
+                    raise numbered_in_x(err, s) from err
                 got = got if isinstance(got, tuple) else (got,)
                 for i, (kind, o) in enumerate(zip(kinds, got)):
                     if kind is SUM:

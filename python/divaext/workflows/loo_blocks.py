@@ -27,7 +27,7 @@ from ..engine import plan as P
 from ..engine import validate as V
 from ..engine.ops import ops
 from ..engine.progress import progress_bar
-from ..engine.rows import _ROW_NUMBER
+from ..engine.rows import numbered_in_x
 from . import _common as C
 from . import label_quality as LQ
 from .stream_rows import gather
@@ -89,7 +89,7 @@ class LooBlocks:
             try:
                 fb, _ = ops.loo_rows(xb, self.ya[s:e], self.aa[s:e], t, v, min_den, 0)
             except ValueError as err:  # the op numbers rows within the block: number them in X
-                raise ValueError(_ROW_NUMBER.sub(lambda m: f"{m.group(1)} {int(m.group(2)) + s}", str(err))) from err
+                raise numbered_in_x(err, s) from err
             bad = bad or not bool(torch.isfinite(fb).all())
             yield s, self.y[s:e], fb
         # every rank reaches this point before the caller's sums are all-reduced
