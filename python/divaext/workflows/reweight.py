@@ -157,18 +157,22 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
 
 def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw=None, mask=None, group=None,
                    progress: bool = False, each_step=None, final_loss: bool = True, method: str = "auto",
-                   derive=None):
+                   derive=None, loss_of=None):
     """``recipe["steps"]`` normalised steps from ``a``; returns (weights, losses before each
     step and after the last). ``each_step(i, weights)`` is called after step i (1-based);
     ``final_loss=False`` skips the derivative after the last step (its loss only).
     ``derive(weights, loss)`` computes the derivative (default: the public entry points);
-    ``a`` itself is never modified."""
+    ``loss_of(weights, loss)``, when given, the loss after the last step without its
+    derivative. ``a`` itself is never modified."""
     start = a
     losses: List[float] = []
     steps, size = recipe["steps"], recipe["step_size"]
     total = float(C.global_sum(a, group))
     for i in progress_bar(range(steps + 1), steps + 1, progress, "reweight"):
         if i == steps and not final_loss:
+            break
+        if i == steps and loss_of is not None:
+            losses.append(float(loss_of(a, recipe["loss"])))
             break
         d = derive(a, recipe["loss"]) if derive is not None else C.derivative(
             x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw, group=group,
