@@ -315,5 +315,10 @@ class Walker:
     def correct(self, a: torch.Tensor, xe, ye, lam) -> torch.Tensor:
         """Which held-out samples the model fitted with weights ``a`` gets right, at ``lam``
         (``"auto"``: chosen by LOO error with these weights, as the returned model's λ is)."""
-        fit = self.fit(a)
-        return fit.correct(xe, ye, fit.loo_lambda() if lam == "auto" and not fit.empty else lam)
+        return held_out_correct(self.fit(a), xe, ye, lam)
+
+
+def held_out_correct(fit: EigenFit, xe: torch.Tensor, ye: torch.Tensor, lam) -> torch.Tensor:
+    """(m,) bool: which of (xe, ye) the model of ``fit`` gets right at ``lam`` (``"auto"``:
+    the λ its LOO error chooses)."""
+    return fit.correct(xe, ye, fit.loo_lambda() if lam == "auto" and not fit.empty else lam)

@@ -43,7 +43,7 @@ from . import _common as C
 from .probs import class_labels
 from .reweight import ReweightResult, gradient_steps
 from .lambda_passes import block_rows, gram, in_blocks, targets
-from .reweight_fit import Walker
+from .reweight_fit import Walker, held_out_correct
 from .select_lambda import search, select_lambda
 
 # The recipes tried: each (loss, step size) walks one path of up to MAX_STEPS steps, so a
@@ -158,10 +158,14 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
         def record(i, w):
             if (lo, size, i) in alive:
                 # λ re-chosen with the candidate's weights, as the user's model will be
-                right = (walk.correct(w, fold.xe, fold.ye, "auto" if lam == "auto" else walk.lam) if FAST
-                         else ridge_correct(walk.x, walk.y, w, fold.xe, fold.ye, k, "auto" if lam == "auto" else walk.lam))
-                base = fold.base
-                out.append(((lo, size, i), (int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel()))))
+                lam_w = "auto" if lam == "auto" else walk.lam
+                if FAST:  # the step's fit (its derivative's too) here; its λ search and score off the path's chain
+                    fit = walk.fit(w)
+                    task = run(_paired, fold, lambda: held_out_correct(fit, fold.xe, fold.ye, lam_w))
+                    out.append(((lo, size, i), task.result() if isinstance(task, _Later) else task))
+                else:
+                    out.append(((lo, size, i), _paired(fold, lambda: ridge_correct(walk.x, walk.y, w, fold.xe,
+                                                                                   fold.ye, k, lam_w))))
         gradient_steps(walk.x, walk.y, walk.start, walk.lam, k, {"loss": lo, "steps": last, "step_size": size},
                        xv=xv, yv=yv, lw=walk.lw, mask=fold.maskt, each_step=record, final_loss=False, method=method,
                        derive=walk.derive if FAST else None)
@@ -200,7 +204,7 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
                 upcoming = run(setup, p + 1) if p + 1 < len(parts) else None
             if (lo, size) in paths:
                 for key, bcm in paths[(lo, size)].result():  # merged in the fixed order of the jobs
-                    wins.setdefault(key, []).append(bcm)
+                    wins.setdefault(key, []).append(bcm.result() if hasattr(bcm, "result") else bcm)
 
     evidence = [_summary(key, w, key in stopped) for key, w in wins.items()]
     evidence.sort(key=lambda r: (r["stopped"], -r["gain_mean"]))  # only a candidate scored on every fold can win
@@ -238,6 +242,13 @@ class _Fold(NamedTuple):
     ye: torch.Tensor  # (m,) held-out labels
     maskt: Optional[torch.Tensor]  # (n_train,) trainable mask or None
     base: torch.Tensor  # (m,) bool: uniform weights right
+
+
+def _paired(fold: _Fold, correct) -> tuple:
+    """(b, c, m): held-out samples right only with the candidate, only with uniform weights,
+    and all of them; ``correct()`` the candidate's (m,) bool."""
+    right, base = correct(), fold.base
+    return int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel())
 
 
 class _Later:
