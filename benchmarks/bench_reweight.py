@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.resources
+import inspect
 import os
 import statistics
 import subprocess
@@ -179,9 +180,13 @@ def main():
 
 
 def swapped(module, other, fn):
-    """``fn()`` with ``module.select_and_apply`` replaced by ``other``'s (the baseline's)."""
-    mine = module.select_and_apply
-    module.select_and_apply = other.select_and_apply
+    """``fn()`` with ``module.select_and_apply`` replaced by ``other``'s (the baseline's). A
+    baseline that took the model's λ as a number gets it computed first, as its reweight did."""
+    mine, theirs = module.select_and_apply, other.select_and_apply
+    if "lam_model" in inspect.signature(theirs).parameters:
+        def theirs(x, y, a, lam, model_lam, *args, _old=theirs, **kwargs):
+            return _old(x, y, a, lam, model_lam(), *args, **kwargs)
+    module.select_and_apply = theirs
     try:
         return fn()
     finally:

@@ -142,14 +142,16 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
 
     x, y, a, xv, yv, steps_, size_, mask, lw = D.agree(group, prepare)
     k = C.num_classes_of(num_classes, y, yv, group=group)
-    lam_model = C.model_lam(lam, x, y, a, k, group)
     if select is None:
+        lam_model = C.model_lam(lam, x, y, a, k, group)
         recipe = {"loss": loss or "ce", "steps": steps_ or 2, "step_size": size_ or 1.0}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask,
                                    group=group, progress=progress, method=method)
         res = ReweightResult(C.cpu(w), losses, lam_model, dict(recipe, lam=lam_model), [], "")
     else:
-        res = S.select_and_apply(x, y, a, lam, lam_model, k, loss=loss, steps=steps_, step_size=size_,
+        def model_lam(bars=None):  # the check asks for it when it needs it (with lam="auto": after its first fold)
+            return C.model_lam(lam, x, y, a, k, group, bars)
+        res = S.select_and_apply(x, y, a, lam, model_lam, k, loss=loss, steps=steps_, step_size=size_,
                                  folds=C.positive_int(folds, "folds"), seed=seed, xv=xv, yv=yv, lw=lw, mask=mask,
                                  progress=progress, method=method)
     return like_input(features, res._replace(labels=C.cpu(y), classes=classes))

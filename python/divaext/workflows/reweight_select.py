@@ -121,9 +121,11 @@ def _candidates(loss, step_size):
     return list(RECIPES)
 
 
-def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, step_size, folds: int, seed: int,
+def select_and_apply(x, y, a, lam, model_lam, k: int, *, loss, steps, step_size, folds: int, seed: int,
                      xv=None, yv=None, lw=None, mask=None, progress: bool = False,
                      method: str = "auto") -> ReweightResult:
+    """The check and the chosen recipe. ``model_lam(bars=None)``: the λ of the user's model on
+    all rows (``lam`` itself, or with "auto" the λ search's; ``bars``: its progress bars)."""
     y = class_labels(y)
     k = k or class_count(y)
     max_steps = steps or MAX_STEPS
@@ -144,9 +146,11 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
         xt, yt, at = x[tr], y[tr], a[tr]
         xe, ye = (xv, yv) if held is None else (x[held], y[held])
         lwt, maskt = (None if lw is None else lw[tr]), (None if mask is None else mask[tr])
-        walk = walker(xt, yt, at, lwt, lam_model)
-        if lam == "auto" and held is not None:
+        if lam == "auto" and held is not None:  # λ chosen on the training part, as the user's model would
+            walk = walker(xt, yt, at, lwt, None)
             walk.lam = walk.fit(at).loo_lambda() if FAST else select_lambda(xt, yt, at, num_classes=k).lam
+        else:
+            walk = walker(xt, yt, at, lwt, lam_model)
         base = walk.correct(at, xe, ye, walk.lam) if FAST else ridge_correct(xt, yt, at, xe, ye, k, walk.lam)
         return _Fold(walk, xe, ye, maskt, base)
 
@@ -178,11 +182,15 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
     jobs = [(p, c) for p in range(len(parts)) for c in cands]
     current, stopped = None, set()  # stopped: candidates dropped for futility
     bar = progress_bar(jobs, len(jobs), progress, "reweight check")
-    whole = walker(x, y, a, lw, lam_model)
+    whole = walker(x, y, a, lw, None)
     with _workers(x, len(cands)) as run:
+        # the model's λ search on all rows runs beside fold 0's set-up (which does not need it
+        # with lam="auto"); asked for first, so that its errors come first, as they would alone
+        searched = lam == "auto" and xv is None
+        lam_model = run(model_lam, False if run is not _Later else None) if searched else model_lam()
         upcoming = run(setup, 0)
-        if FAST and xv is None:  # the whole data's fit at the starting weights, needed after the check
-            run(whole.fit, a)  # either way: a second worker does it while the first sets up fold 0
+        lam_model = lam_model.result() if searched else lam_model
+        whole.lam = lam_model
         for p, (lo, size) in bar:
             if p != current:  # a new fold: its λ, its starting fit and the uniform-weights baseline
                 if current is not None:
@@ -202,6 +210,8 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
                 # the next fold's set-up fills the workers the last paths leave idle (run in
                 # order: the paths first); it is wasted only when the check ends after this fold
                 upcoming = run(setup, p + 1) if p + 1 < len(parts) else None
+                if FAST and xv is None and p == 0:  # the whole data's fit at the starting weights: needed
+                    run(whole.fit, a)  # after the check either way; it fills the workers' idle time
             if (lo, size) in paths:
                 for key, bcm in paths[(lo, size)].result():  # merged in the fixed order of the jobs
                     wins.setdefault(key, []).append(bcm.result() if hasattr(bcm, "result") else bcm)
