@@ -209,6 +209,10 @@ def detect_job(path: str, labels_path: str, lam: str) -> dict:
     # progress bars (tqdm, with ETA) on stderr, which the parent shows as the run goes
     r = divaext.detect(path, labels, lam="auto" if lam == "auto" else float(lam), progress=True)
     took = time.perf_counter() - t0
+    # the figures first, on stderr (shown as the run goes), before anything that could still fail
+    print(f"[{time.strftime('%H:%M:%S')}] detect returned after {took:.0f} s; peak RSS "
+          f"{common.fmt_bytes(common.peak_rss())}; lam_model {r.settings['lam_model']:.6g}; "
+          f"flagged {int(np.asarray(r.detrimental).sum())}; estimated issues {r.num_issues}", file=sys.stderr, flush=True)
     ends = [p[1] for p in phases[1:]] + [t0 + took]
     times = {}
     for (name, start), end in zip(phases, ends):
@@ -216,7 +220,7 @@ def detect_job(path: str, labels_path: str, lam: str) -> dict:
     return {"seconds": took, "peak_rss": common.peak_rss(), "phases": times, "flagged": int(r.detrimental.sum()),
             "num_issues": r.num_issues, "lam_model": r.settings["lam_model"], "temperature": r.settings["temperature"],
             "temperature_rows": r.settings["temperature_rows"], "load_after": load(),
-            "flags": np.flatnonzero(r.detrimental.numpy()).tolist()}
+            "flags": np.flatnonzero(np.asarray(r.detrimental)).tolist()}  # a path in: NumPy results
 
 
 def run_detect(a):

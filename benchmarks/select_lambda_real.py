@@ -14,12 +14,14 @@ default screens, so the screening sample is forced to a fraction of the rows (de
 A row reports the chosen λ of both (as the grid index), whether they are the same, and the
 gap of the screened choice in the full grid's own terms: its exact LOO error minus the best
 (criterion "error") or its mean LOO loss relative to the best (criterion "loss"), plus how
-many grid values were evaluated on every row.
+many grid values were evaluated on every row and in how many passes over every row (the
+screened search's candidate passes: each re-reads the rows and recomputes U = X V).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.resources
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from divaext.workflows import select_lambda
+from divaext.workflows import lambda_passes, select_lambda
 
 SETS = ["trec", "sst2", "agnews", "smsspam"]
 
@@ -54,15 +56,35 @@ def noisy(y: torch.Tensor, rate: float, seed: int = 0) -> torch.Tensor:
     return out
 
 
+class CountPasses:
+    """Counts the evaluation passes over every row (step 1) while in use: wraps
+    ``lambda_passes.evaluate``, which select_lambda calls through the module."""
+
+    def __enter__(self):
+        self.count, self.orig = 0, lambda_passes.evaluate
+        sig = inspect.signature(self.orig)
+
+        def counted(*args, **kw):
+            self.count += sig.bind(*args, **kw).arguments.get("step", 1) == 1
+            return self.orig(*args, **kw)
+
+        lambda_passes.evaluate = counted
+        return self
+
+    def __exit__(self, *exc):
+        lambda_passes.evaluate = self.orig
+
+
 def compare(x, y, criterion: str, loss: str, screen_rows: int):
     full = select_lambda(x, y, criterion=criterion, loss=loss, strategy="full")
-    fast = select_lambda(x, y, criterion=criterion, loss=loss, screen_rows=screen_rows)
+    with CountPasses() as passes:
+        fast = select_lambda(x, y, criterion=criterion, loss=loss, screen_rows=screen_rows)
     i_full, i_fast = int((full.grid == full.lam).nonzero()), int((fast.grid == fast.lam).nonzero())
     if criterion == "error":
         gap = f"{float(full.errors[i_fast] - full.errors[i_full]) * 100:+.2f} pt"
     else:
         gap = f"{float(full.losses[i_fast] / full.losses[i_full] - 1) * 100:+.3f} %"
-    return i_full, i_fast, gap, int(fast.exact.sum())
+    return i_full, i_fast, gap, int(fast.exact.sum()), passes.count
 
 
 def main(argv=None):
@@ -72,9 +94,10 @@ def main(argv=None):
     p.add_argument("--screen-fraction", type=float, default=0.125)
     p.add_argument("--sets", nargs="*", default=SETS)
     args = p.parse_args(argv)
-    print("| set | n | noise | criterion | loss | full grid λ idx | screened λ idx | same | gap | exact evals |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    same = total = 0
+    print("| set | n | noise | criterion | loss | full grid λ idx | screened λ idx | same | gap | exact evals | "
+          "passes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    same = total = evals_all = passes_all = 0
     for name in args.sets:
         data = load(name, Path(args.cache))
         if data is None:
@@ -86,12 +109,16 @@ def main(argv=None):
             yy = noisy(y, rate) if rate else y
             for criterion in ("error", "loss"):
                 for loss in ("ce", "ce_misclassified", "mse"):
-                    i_full, i_fast, gap, evals = compare(x, yy, criterion, loss, m)
+                    i_full, i_fast, gap, evals, passes = compare(x, yy, criterion, loss, m)
                     same += i_full == i_fast
                     total += 1
+                    evals_all += evals
+                    passes_all += passes
                     print(f"| {name} | {x.shape[0]} | {rate:.0%} | {criterion} | {loss} | {i_full} | {i_fast} | "
-                          f"{'yes' if i_full == i_fast else '**no**'} | {gap} | {evals} / 33 |", flush=True)
-    print(f"\nsame λ in {same} of {total} cases (screening sample {args.screen_fraction:g} of the rows)")
+                          f"{'yes' if i_full == i_fast else '**no**'} | {gap} | {evals} / 33 | {passes} |",
+                          flush=True)
+    print(f"\nsame λ in {same} of {total} cases (screening sample {args.screen_fraction:g} of the rows); "
+          f"λ evaluated on every row: {evals_all} in all, in {passes_all} candidate passes")
 
 
 if __name__ == "__main__":

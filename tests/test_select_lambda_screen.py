@@ -32,7 +32,8 @@ def _index(res):
 def test_same_decision_as_the_full_grid(seed, criterion, loss):
     data = _problem(seed)
     full, fast = _both(data.x, data.y, criterion=criterion, loss=loss, screen_rows=200)
-    assert full.exact.all() and 1 <= int(fast.exact.sum()) <= 2 * S.MAX_CANDIDATES
+    # at most MAX_CANDIDATES representatives, the sample best's twins, the winner's twins
+    assert full.exact.all() and 1 <= int(fast.exact.sum()) <= 3 * S.MAX_CANDIDATES
     # the values evaluated on every row are the full grid's (the same per-row arithmetic)
     torch.testing.assert_close(fast.errors[fast.exact], full.errors[fast.exact], rtol=0, atol=1e-12)
     torch.testing.assert_close(fast.losses[fast.exact], full.losses[fast.exact], rtol=1e-12, atol=0)
@@ -43,6 +44,127 @@ def test_same_decision_as_the_full_grid(seed, criterion, loss):
         # sample cannot order: the choice's exact error is the best's up to 3 of 800 rows
         # (0.375 points; the paired standard error at 200 rows is about 1 point).
         assert float(full.errors[_index(fast)] - full.errors[_index(full)]) <= 3 / 800 + 1e-12
+
+
+def _counting(monkeypatch):
+    """counts["rows"]: the passes over every row (step 1) of the searches that follow."""
+    counts = {"rows": 0}
+    evaluate = P.evaluate
+
+    def counted(rows, t, a, w, s, vec, VtB, lams, kind, paired=False, step=1, *args, **kw):
+        counts["rows"] += step == 1
+        return evaluate(rows, t, a, w, s, vec, VtB, lams, kind, paired, step, *args, **kw)
+
+    monkeypatch.setattr(P, "evaluate", counted)
+    return counts
+
+
+def _bands(monkeypatch):
+    """The screen's (sums, errors, losses, representatives, twins) of the searches that follow."""
+    seen = []
+    band = S.band
+
+    def recorded(sums, errors, losses, criterion, order):
+        reps, twins = band(sums, errors, losses, criterion, order)
+        seen.append((sums, errors.clone(), losses.clone(), reps, twins))
+        return reps, twins
+
+    monkeypatch.setattr(S, "band", recorded)
+    return seen
+
+
+def test_twins_are_not_dropped_by_their_loss(monkeypatch):
+    # Twins misclassify the same sample rows, not necessarily the same rows elsewhere: here the
+    # full grid's choice is a twin whose sample loss is many paired standard errors worse than
+    # its representative's (the loss grows with λ while the error falls), so the twins of the
+    # winner stay candidates whatever their loss.
+    data = _problem(1)
+    full = select_lambda(data.x, data.y, strategy="full", criterion="error", loss="ce")
+    seen = _bands(monkeypatch)
+    fast = select_lambda(data.x, data.y, criterion="error", loss="ce", screen_rows=200)
+    assert fast.lam == full.lam
+    (sums, _, losses, reps, twins), = seen
+    chosen = _index(fast)
+    rep = next(r for r in reps if chosen in twins[r])
+    diff = losses - losses[rep]
+    se = P.paired_se(sums.loss2, sums.loss1, sums.w2, sums.total, diff, rep)
+    assert float(diff[chosen]) > 10 * S.Z * float(se[chosen])
+    assert float(full.errors[chosen]) < float(full.errors[rep])  # it wins on the rows outside the sample
+
+
+def test_flat_curve_needs_one_candidate_pass(monkeypatch):
+    # every λ of the plateau misclassifies no sample row: one representative, the sample's
+    # best, and its twins, all in one pass over every row (before: two, 1 then 6 values)
+    data = blobs(500, k=3, d=6, sep=20.0, seed=6)
+    full = select_lambda(data.x, data.y, strategy="full")
+    counts = _counting(monkeypatch)
+    fast = select_lambda(data.x, data.y, screen_rows=125)
+    assert fast.lam == full.lam
+    assert counts["rows"] == 1 and int(fast.exact.sum()) == 1 + S.MAX_CANDIDATES
+
+
+def _sums(E, L):
+    """Screening sums of per-row errors E and losses L (m, G) with unit weights."""
+    one = torch.ones(E.shape[0], dtype=torch.float64)
+    m = one.sum()
+    return P.Sums(one @ E, one @ L, m, torch.ones(E.shape[1], dtype=torch.float64), E.T @ E, one @ E, L.T @ L,
+                  one @ L, m)
+
+
+def _screen():
+    """A screen of 6 values on 100 rows: 0 and 1 misclassify rows 0-9, 2 and 3 rows 1-10
+    (twins each), 4 rows 0-8, 11 and 12, 5 half the rows (outside the band); losses in
+    the order 0 < 1 = 4 < 2 < 3 < 5. Representatives 0, 2, 4; twins {0: [1], 2: [3]}."""
+    E = torch.zeros(100, 6, dtype=torch.float64)
+    E[0:10, 0] = E[0:10, 1] = E[1:11, 2] = E[1:11, 3] = E[0:50, 5] = 1
+    E[[0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12], 4] = 1
+    noise = 0.1 * torch.rand(100, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    L = 1 + noise + E + torch.tensor([0.0, 0.01, 0.02, 0.03, 0.0, 0.0], dtype=torch.float64)
+    sums = _sums(E, L)
+    lams = torch.logspace(-2, 2, 6, dtype=torch.float64)
+    errors, losses = sums.err / sums.total, sums.loss / sums.total
+    order = S.ranked(lams, errors, losses, torch.zeros(6, dtype=torch.bool), "error")
+    assert S.band(sums, errors, losses, "error", order) == ([0, 2, 4], {0: [1], 2: [3], 4: []})
+    return sums, errors, losses, lams
+
+
+def _rounds(exact_errors, undefined=()):
+    """evaluate_candidates on the screen above, with these errors on every row (losses 1,
+    ``undefined`` undefined): the rounds' values and the choice among the exact values."""
+    sums, errors, losses, lams = _screen()
+    invalid = torch.zeros(6, dtype=torch.bool)
+    rounds = []
+
+    def run(idx):
+        rounds.append(sorted(idx.tolist()))
+        bad = torch.tensor([int(g) in undefined for g in idx])
+        return torch.tensor(exact_errors, dtype=torch.float64)[idx], torch.ones(len(idx), dtype=torch.float64), bad
+
+    exact = S.evaluate_candidates(run, sums, errors, losses, invalid, lams, "error")
+    assert sorted(g for r in rounds for g in r) == exact.nonzero().flatten().tolist()  # each value once
+    nan = torch.full_like(errors, float("nan"))
+    ok = exact & ~invalid
+    return rounds, S.best(torch.where(ok, errors, nan), torch.where(ok, losses, nan), lams, "error")
+
+
+def test_the_sample_best_twins_go_in_the_first_round():
+    # the sample's best representative (0) wins on every row: one round with its twin
+    assert _rounds([0.08, 0.09, 0.1, 0.1, 0.1, 0.5]) == ([[0, 1, 2, 4]], 0)
+    # its twin wins: still one round
+    assert _rounds([0.09, 0.08, 0.1, 0.1, 0.1, 0.5]) == ([[0, 1, 2, 4]], 1)
+
+
+def test_the_best_representatives_twins_still_get_their_round():
+    # 0's twin 1 is the best of the first round, but the best representative is 2, whose
+    # twin 3 is the best of all: the rounds evaluate what they would without the early twins
+    assert _rounds([0.1, 0.07, 0.09, 0.06, 0.1, 0.5]) == ([[0, 1, 2, 4], [3]], 3)
+
+
+def test_undefined_representatives_go_on_in_the_screen_order():
+    # every representative undefined on every row (the early twin 1 is defined): the next
+    # values of the screen's order follow, as without the early twins (1 is not re-run)
+    rounds, choice = _rounds([0.1, 0.09, 0.1, 0.1, 0.1, 0.5], undefined=(0, 2, 4))
+    assert rounds == [[0, 1, 2, 4], [3, 5]] and choice == 1
 
 
 @pytest.mark.parametrize("edge", ["small", "large"])

@@ -124,7 +124,8 @@ def _open(features: Features, labels, sharded: bool, block_rows: Optional[int]):
     if n == 0 and not sharded:
         raise ValueError("divaext: features is empty (0 samples)")
     stream = BlockStream(src, n, block_rows or default_stream_block_rows(src.d), device)
-    rows = Rows(stream, n, src.d, src.dtype, device)
+    # the Gram-pass memo of the workflow call whose source this is (workflows/_common.Stream), if any
+    rows = Rows(stream, n, src.d, src.dtype, device, gram_memo=getattr(src, "gram_memo", None))
     check_device(rows)
     return rows, labels
 

@@ -17,6 +17,7 @@ import torch
 
 from . import validate as V
 from . import collectives as D
+from .gram_memo import MEMO_OPS, GramMemo, recall
 from .ops import ops
 
 ROW, SUM, MAX = "row", "sum", "max"
@@ -50,14 +51,16 @@ class Rows:
     checks need of the features; ``dtype`` is the dtype the passes compute in, that of every
     per-row input and output (float32 for float16/bfloat16 features, whose own dtype is
     ``feature_dtype``). ``op_block_rows`` is the block size each op call uses inside
-    its block (0: the op's default).
+    its block (0: the op's default). ``gram_memo``: the Gram-pass memo of the workflow call
+    these rows belong to (engine/gram_memo.py), or None; whatever re-wraps the blocks of these
+    rows passes it on.
     """
 
     def __init__(self, blocks: Iterable[Tuple[int, torch.Tensor]], n: int, d: int, dtype: torch.dtype,
-                 device: torch.device, group=None, op_block_rows: int = 0):
+                 device: torch.device, group=None, op_block_rows: int = 0, gram_memo: Optional[GramMemo] = None):
         self.blocks, self.shape, self.device = blocks, (int(n), int(d)), device
         self.feature_dtype, self.dtype = dtype, V.compute_dtype(dtype)
-        self.group, self.op_block_rows = group, op_block_rows
+        self.group, self.op_block_rows, self.gram_memo = group, op_block_rows, gram_memo
 
     @classmethod
     def of_tensor(cls, x: torch.Tensor, group=None) -> "Rows":
@@ -85,12 +88,19 @@ class Rows:
         every block. Returns the op's outputs: ROW ones for this process's rows, SUM ones summed
         over every row of every rank (one all-reduce for all of them), MAX ones the max over
         every row of every rank. A failure on any rank (bad rows, an unreadable file) raises on
-        every rank."""
+        every rank. A Gram pass already run with the same inputs in this call is looked up in
+        ``gram_memo`` instead (engine/gram_memo.py)."""
         kinds = OUTPUTS[op]
+        if op in MEMO_OPS:
+            kept = recall(self.gram_memo, self, op, row_args, consts)
+            if kept is not None:
+                return kept
         outs = self.agree(self._local_pass, getattr(ops, op), kinds, row_args, consts)
         if self.group is not None:
             self._combine_ranks(outs, kinds, SUM, lambda t: D.allreduce_sum(t, self.group))
             self._combine_ranks(outs, kinds, MAX, lambda t: D.allreduce_max(t.nan_to_num(nan=math.inf), self.group))
+        if op in MEMO_OPS and self.gram_memo is not None:
+            self.gram_memo.put(self, op, row_args, consts, outs)
         return tuple(outs) if len(outs) > 1 else outs[0]
 
     @staticmethod

@@ -203,11 +203,13 @@ class WithIntercept(RowSource):
 
 class WithProgress(RowSource):
     """The rows of ``parent``, each read (a pass) shown as a progress bar with ETA
-    (engine/progress.py) named ``desc``, which the caller may change between passes."""
+    (engine/progress.py) named ``desc``, which the caller may change between passes.
+    ``gram_memo``: the Gram-pass memo of the one workflow call that reads this source
+    (engine/gram_memo.py), or None; :meth:`rows` are other rows and get none."""
 
-    def __init__(self, parent: RowSource, desc: str, enabled: bool = True):
+    def __init__(self, parent: RowSource, desc: str, enabled: bool = True, gram_memo=None):
         self.parent, self.n, self.d, self.dtype = parent, parent.n, parent.d, parent.dtype
-        self.desc, self.enabled, self.passes = desc, enabled, 0
+        self.desc, self.enabled, self.passes, self.gram_memo = desc, enabled, 0, gram_memo
 
     def phase(self, desc: str) -> None:
         """Name the passes that follow ``desc`` (numbered from 1)."""

@@ -19,6 +19,7 @@ from ..engine import collectives as D
 from ..derivative import Derivative, loo_derivative, val_derivative
 from ..engine.inputs import Features, check_device as _check_device
 from ..engine import sources as S
+from ..engine.gram_memo import GramMemo
 from ..labels import class_count, encode_label_sets, encode_labels
 
 
@@ -36,10 +37,13 @@ class Stream:
     workflows need of them — ``shape`` (n, d), ``dtype`` (the dtype the passes compute in:
     float32 for half-precision files), ``device`` (where they compute) — and the source, read
     block by block by every pass. ``source`` shows a progress bar per pass when asked
-    (:class:`divaext.engine.sources.WithProgress`)."""
+    (:class:`divaext.engine.sources.WithProgress`) and carries the Gram-pass memo of this
+    workflow call (:mod:`divaext.engine.gram_memo`): a Stream is made per call and never given
+    to users, so the λ search, the derivative and the label part read the rows for the Gram
+    sums once."""
 
     def __init__(self, source: S.RowSource, n: int, device, progress: bool = False, desc: str = "pass"):
-        self.source = S.WithProgress(source, desc, progress)
+        self.source = S.WithProgress(source, desc, progress, gram_memo=GramMemo())
         self.shape, self.device = (int(n), int(source.d)), torch.device(device)
         self.dtype = V.compute_dtype(source.dtype)
 
@@ -52,7 +56,8 @@ class Stream:
         self.source.phase(desc)
 
     def with_intercept(self) -> "Stream":
-        """The same rows with a constant last column, added per block as they are read."""
+        """The same rows with a constant last column, added per block as they are read (other
+        rows: a Stream of their own, with a memo of its own)."""
         return Stream(S.WithIntercept(self.source.parent), self.shape[0], self.device, self.source.enabled,
                       self.source.desc)
 
@@ -65,12 +70,16 @@ def is_stream_source(features) -> bool:
         callable(features) and not isinstance(features, torch.Tensor))
 
 
-def features_or_stream(x, labels, name: str = "features", group=None, progress: bool = False, device=None):
+def features_or_stream(x, labels, name: str = "features", group=None, progress: bool = False, device=None,
+                       labels_name: str = "labels"):
     """In-memory features as :func:`features` does, or a :class:`Stream` over a streamed source
-    (its row count from the source, or from ``labels`` for a stream of blocks)."""
+    (its row count from the source, checked against the labels' before any pass, or from
+    ``labels`` for a stream of blocks, whose passes check it)."""
     if not is_stream_source(x):
         return features(x, name, group)
     src = S.open_rows(x)
+    if src.n is not None and len(labels) != src.n:
+        raise ValueError(f"divaext: {name} have {src.n} rows but there are {len(labels)} {labels_name}")
     n = src.n if src.n is not None else len(labels)
     if device is None:
         array = getattr(src, "array", None)

@@ -14,7 +14,9 @@ import torch
 
 from ..engine import validate as V
 from ..engine.progress import progress_bar
+from ..engine.sources import open_rows
 from . import _common as C
+from .stream_rows import Chained
 from .returns import like_input
 
 
@@ -76,7 +78,7 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
            loss: str = "ce", batch_size: Optional[int] = None, budget: Optional[int] = None,
            num_classes: Optional[int] = None, progress: bool = False,
            callback: Optional[Callable[[int, torch.Tensor, float], Optional[bool]]] = None,
-           method: str = "auto") -> ExtendResult:
+           method: str = "auto", device=None) -> ExtendResult:
     """Greedily add pool samples to the core set while they lower the core's LOO loss.
 
     Which loss: the LOO loss is averaged over the core and the already selected samples only
@@ -95,20 +97,34 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
     labels); with ``"mse"`` the whole pool was selected. Hence the default ``"ce"``.
 
     Cost: one :func:`divaext.loo_derivative` over core + pool per round, O((n_core + n_pool)·d²);
-    core and pool features are concatenated once (one copy of the pool).
+    in memory, core and pool features are concatenated once (one copy of the pool).
+
+    Streams: a round needs the derivative at every pool sample, but only O(n + d² + d·k) of
+    state (the weights, the derivative, the d×d factor): no n×n matrix and no row kept from
+    one round to the next. So a streamed pool (or core) is read block by block, core then
+    pool, by each round's derivative (three passes per round: :func:`divaext.streaming.loo_derivative`,
+    the primal form) and never held or copied; results equal the in-memory ones up to the
+    order of sums.
 
     Args:
         core_features, core_labels: (n_c, d) features and (n_c,) class indices or (n_c, k)
             float targets of the trusted set.
         pool_features, pool_labels: (n_p, d) and labels of the same kind, on the same device
-            and dtype as the core features.
+            and dtype as the core features. Either set of features may instead be streamed
+            block by block (:mod:`divaext.streaming`): a ``.npy`` path (float16 too, computed
+            in float32 beside float32 features), a directory of ``.npy`` shards, a
+            :func:`divaext.streaming.open_rows` source or a function returning a fresh
+            iterator of blocks, a ``numpy.memmap``.
         lam: ridge strength > 0, or ``"auto"`` (default): the λ of the lowest LOO error on the
             core set (:func:`divaext.select_lambda`).
         intercept: append a constant feature, the model's intercept (default True).
         loss, num_classes: as in :func:`divaext.loo_derivative` (k over core and pool).
         batch_size: pool samples added per round at most (default: 5% of the pool, at least 1).
         budget: stop once this many pool samples are selected (default: the whole pool).
-        progress: show a tqdm bar of the rounds when tqdm is installed.
+        progress: show a tqdm bar of the rounds when tqdm is installed (and, for streamed
+            features, of every pass over them, with ETA).
+        device: where streamed features are computed (default: the in-memory set's device,
+            else the CPU).
         method: ``"auto"`` (default), ``"primal"`` or ``"dual"``: the form of the derivative (see
             :func:`divaext.loo_derivative`; the dual is exact with more features than samples).
         callback: ``callback(round, added, loss)`` after every round's selection, with the
@@ -116,8 +132,13 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
             return value stops the selection after that round.
     """
     core_labels, pool_labels, classes = C.encode_sets(core_labels=core_labels, pool_labels=pool_labels)
-    xc = C.features(core_features, "core_features")
-    xp = C.features(pool_features, "pool_features")
+    progress = bool(progress)
+    if device is None:  # a stream beside an in-memory set computes where that set is
+        device = next((t.device for t in (core_features, pool_features) if isinstance(t, torch.Tensor)), None)
+    xc = C.features_or_stream(core_features, core_labels, "core_features", progress=progress, device=device,
+                              labels_name="core_labels")
+    xp = C.features_or_stream(pool_features, pool_labels, "pool_features", progress=progress, device=device,
+                              labels_name="pool_labels")
     V.check_same(xc, xp, "pool_features")
     if xp.shape[1] != xc.shape[1]:
         raise ValueError(f"divaext: pool_features have {xp.shape[1]} columns but core_features have {xc.shape[1]}")
@@ -131,16 +152,24 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
     budget = min(C.positive_int(budget, "budget", allow_none=True) or n_p, n_p)
     k = C.num_classes_of(num_classes, yc, yp)
     V.check_loss(loss)
-    # Validate each label set with its own name before concatenating (clearer errors).
-    V.check_targets(yc, xc, k, "core_labels")
-    V.check_targets(yp, xp, k, "pool_labels")
+    # Validate each label set with its own name before concatenating (clearer errors; class
+    # indices stay indices: no (n, k) one-hot)
+    V.check_labels(yc, xc, k, "core_labels")
+    V.check_labels(yp, xp, k, "pool_labels")
 
     icpt = C.check_flag(intercept, "intercept")
-    xc, xp = C.with_intercept(xc, icpt), C.with_intercept(xp, icpt)
-    lam = C.model_lam(lam, xc, yc, None, k)
-    x = torch.cat([xc, xp])
+    if isinstance(xc, C.Stream):
+        xc.phase("extend: λ search")
+    xc_model = C.with_intercept(xc, icpt)
+    lam = C.model_lam(lam, xc_model, yc, None, k)
+    stream = isinstance(xc, C.Stream) or isinstance(xp, C.Stream)
+    if stream:  # core then pool, read block by block by every round
+        x = C.with_intercept(chained(xc, xp, progress), icpt)
+    else:
+        x = torch.cat([xc_model, C.with_intercept(xp, icpt)])
     y = torch.cat([yc, yp])
-    a = torch.cat([x.new_ones(n_c), x.new_zeros(n_p)])  # core weight 1, pool weight 0
+    a = torch.cat([torch.ones(n_c, dtype=x.dtype, device=x.device),
+                   torch.zeros(n_p, dtype=x.dtype, device=x.device)])  # core weight 1, pool weight 0
     pool = slice(n_c, n_c + n_p)
     order: List[torch.Tensor] = []
     losses: List[float] = []
@@ -148,6 +177,8 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
     n_sel, stop = 0, False
     for rnd in progress_bar(range(1, n_p + 2), None, progress, "extend"):
         # loss_weights = a: 1 on core + selected, 0 on the unselected pool (see docstring).
+        if stream:
+            x.phase(f"extend: round {rnd}")
         d = C.derivative(x, y, a, lam=lam, loss=loss, num_classes=k, loss_weights=a, method=method)
         losses.append(float(d.loss))
         rounds.append(n_sel)
@@ -167,6 +198,15 @@ def extend(core_features, core_labels, pool_features, pool_labels, *, lam="auto"
         stop = callback is not None and bool(callback(rnd, added, losses[-1]))
     order_t = torch.cat(order) if order else torch.zeros(0, dtype=torch.int64)
     return like_input(core_features, ExtendResult(order_t, losses, rounds, int(xp.shape[0]), yp.cpu(), classes))
+
+
+def chained(xc, xp, progress: bool) -> C.Stream:
+    """Core then pool rows as one :class:`._common.Stream` (each a stream or a tensor, read
+    as it is: no copy), on the device both compute on."""
+    parts = [x.source.parent if isinstance(x, C.Stream) else open_rows(x) for x in (xc, xp)]
+    names = [("core_features", "core_labels"), ("pool_features", "pool_labels")]
+    return C.Stream(Chained(parts, [xc.shape[0], xp.shape[0]], names), xc.shape[0] + xp.shape[0], xc.device,
+                    progress)
 
 
 def extend_with_label_names(features, labels, label_name_features, *, label_name_labels=None,

@@ -41,8 +41,9 @@ _CHUNK_ELEMENTS = 1 << 22
 
 def _nll_terms(f: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
     """(3,) float64 sums over rows of the NLL of softmax(β f) at labels y, its first and
-    second derivatives in β. f (n, k) float64, y (n,) int64. Summed over row chunks of
-    ``_CHUNK_ELEMENTS`` values, so that the temporaries (a few n × k) stay small."""
+    second derivatives in β. f (n, k) float32/float64 (each chunk computed in float64), y (n,)
+    int64. Summed over row chunks of ``_CHUNK_ELEMENTS`` values, so that the temporaries (a
+    few chunk × k, never an n × k float64 copy of f) stay small."""
     rows = max(1, _CHUNK_ELEMENTS // max(f.shape[1], 1))
     if f.shape[0] <= rows:
         return _nll_chunk(f, y, beta)
@@ -50,6 +51,7 @@ def _nll_terms(f: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
 
 
 def _nll_chunk(f: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    f = f.double()
     z = beta * f
     lse = torch.logsumexp(z, 1)
     p = torch.softmax(z, 1)
@@ -66,12 +68,12 @@ def fit_temperature(f: torch.Tensor, y: torch.Tensor, group=None) -> float:
     Returns ``inf`` (uniform probabilities) when the predictions carry no information about
     the labels: the NLL does not decrease from β = 1/T = 0, where it equals log k.
     """
-    f, y = f.double(), y.long()
+    y = y.long()  # f stays in its dtype: the sums convert it chunk by chunk (_nll_terms)
     if float(C.global_sum_vec(_nll_terms(f, y, 0.0), group)[1]) >= 0:
         return math.inf
     # Start at β = 1 / (typical spread of f): a softmax temperature on the outputs' own scale.
     n = C.global_sum_vec(torch.tensor([float(f.shape[0])], dtype=torch.float64, device=f.device), group)
-    spread = C.global_sum((f.max(1).values - f.min(1).values), group) / n.clamp_min(1)
+    spread = C.global_sum((f.max(1).values.double() - f.min(1).values.double()), group) / n.clamp_min(1)
     beta = 1.0 / max(float(spread), 1e-12)
     val = C.global_sum_vec(_nll_terms(f, y, beta), group)
     for _ in range(_NEWTON_STEPS):

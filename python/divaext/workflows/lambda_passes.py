@@ -109,9 +109,8 @@ def shown(rows: Rows, progress: bool, desc: str) -> Rows:
         total = len(blocks)
     elif isinstance(blocks, BlockStream) and blocks.src.n is not None:
         total = max(1, -(-blocks.n // blocks.block_rows))
-    out = Rows(_Shown(blocks, total, desc), rows.shape[0], rows.shape[1], rows.feature_dtype, rows.device,
-               rows.group, rows.op_block_rows)
-    return out
+    return Rows(_Shown(blocks, total, desc), rows.shape[0], rows.shape[1], rows.feature_dtype, rows.device,
+                rows.group, rows.op_block_rows, rows.gram_memo)
 
 
 def gram(rows: Rows, a: torch.Tensor, t: Targets, progress: bool = False):

@@ -30,6 +30,7 @@ from ..engine.progress import progress_bar
 from ..engine.rows import _ROW_NUMBER
 from . import _common as C
 from . import label_quality as LQ
+from .stream_rows import gather
 
 # f held whole up to this many values (n·k over every rank): 64 MB in float32, with p in float64 128 MB.
 HOLD_ELEMENTS = 1 << 24
@@ -112,38 +113,29 @@ class LooBlocks:
     def temperature(self) -> Tuple[float, int]:
         """(T of :func:`.label_quality.fit_temperature`, the number of rows it was fitted on
         over every rank): every row when f is held, else a fixed random subset of rows, read
-        row by row where the source allows it (in memory, files), else gathered in one pass."""
+        row by row where the source allows it (in memory, files), else gathered in one pass
+        (:func:`.stream_rows.gather`); their f is formed from the held factor."""
         if self.held:
             return LQ.fit_temperature(self.whole, self.y, self.group), self.n_total
         n = self.x.shape[0]
         take = min(n, math.ceil(SAMPLE_ELEMENTS // self.k * n / self.n_total))
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(n, generator=g)[:take].sort().values.to(self.y.device)  # [take] rows of this process
-        xs = self._sample_rows(idx)
-        if xs is not None:
-            f = self._f_of(xs, idx)
-            ys = self.y[idx]
-        else:
-            fs, ys = [], []
-            for s, yb, fb in self.f_blocks("temperature"):
-                lo, hi = torch.searchsorted(idx, torch.tensor([s, s + yb.shape[0]], device=idx.device)).tolist()
-                fs.append(fb[idx[lo:hi] - s].clone())
-                ys.append(yb[idx[lo:hi] - s])
-            f, ys = torch.cat(fs), torch.cat(ys)
+        self._phase("temperature")
+        f = self._f_of(gather(self.x if isinstance(self.x, C.Stream) else self.rows.tensor(), idx), idx)
         used = int(C.global_sum(torch.ones(f.shape[0], dtype=torch.float64), self.group).item())
-        return LQ.fit_temperature(f, ys, self.group), used
+        return LQ.fit_temperature(f, self.y[idx], self.group), used
 
-    def _sample_rows(self, idx: torch.Tensor):
-        """x[idx] [m,d] read row by row (an in-memory tensor, or a source with random access);
-        None for a stream of blocks, which can only be read front to back."""
-        if not isinstance(self.x, C.Stream):
-            return self.rows.tensor()[idx]
-        src = self.x.source.parent  # past the progress bars: m single-row reads
-        try:
-            parts = [next(iter(src.rows(i, i + 1).blocks(1, False))) for i in idx.tolist()]
-        except TypeError:  # a stream of blocks cannot be sliced
-            return None
-        return torch.cat(parts).to(self.rows.device) if parts else torch.empty(0, src.d, dtype=src.dtype)
+    def hold(self) -> torch.Tensor:
+        """f [n,k] of every row of this process, held from now on (one pass unless it already
+        is): for :func:`divaext.loo_pred_probs`, whose output is n×k anyway. The temperature
+        is then fitted on every row, as on a held set."""
+        if not self.held:
+            f = torch.empty(self.x.shape[0], self.k, dtype=self.rows.dtype, device=self.rows.device)
+            for s, _, fb in self.f_blocks("LOO predictions"):
+                f[s:s + fb.shape[0]] = fb
+            self.whole = f
+        return self.whole
 
     def _f_of(self, xs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """f [m,k] of the rows xs [m,d] (rows idx of this process), from the held factor."""

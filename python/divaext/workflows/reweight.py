@@ -72,7 +72,7 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
              loss: Optional[str] = None, steps: Optional[int] = None, step_size: Optional[float] = None,
              folds: int = 5, seed: int = 0, val_features=None, val_labels=None, num_classes: Optional[int] = None,
              progress: Optional[bool] = None, trainable=None, loss_weights=None, group=None,
-             method: str = "auto") -> ReweightResult:
+             method: str = "auto", device=None) -> ReweightResult:
     """Lower the LOO (or validation) loss by a few normalised gradient steps on the weights.
 
     Each step is ``a ← max(0, a − step_size · g / max_j |g_j|)`` with ``g = ∂L/∂a``: the
@@ -92,8 +92,21 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
     ``select=None``: apply ``loss`` (default ``"ce"``), ``steps`` (2) and ``step_size`` (1) as
     given, with no check.
 
+    Streamed features (below) are read block by block by every pass and never held: each
+    gradient step is one streamed derivative (:func:`divaext.streaming.loo_derivative`), and
+    the held-out check of ``select="auto"``, which runs on a random subset of at most
+    ``reweight_select.MAX_SELECT_ROWS`` rows anyway, reads exactly those rows into memory
+    (:mod:`divaext.workflows.reweight_stream`): its decision is the in-memory one, and the
+    weights equal the in-memory ones up to the order of sums (float64: 1e-9 relative).
+
     Args:
-        features: (n, d) float32/float64 tensor or array, CPU or CUDA.
+        features: (n, d) float32/float64 tensor or array, CPU or CUDA; or features streamed
+            block by block (:mod:`divaext.streaming`): a ``.npy`` path (float16 too), a
+            directory of ``.npy`` shards, a :func:`divaext.streaming.open_rows` source or a
+            function returning a fresh iterator of blocks, a ``numpy.memmap``. The intercept
+            is then appended to each block as it is read. With a validation set,
+            ``select="auto"`` trains every candidate on all rows at once and needs in-memory
+            features (a stream raises an error saying so; ``select=None`` streams).
         labels: (n,) class labels (indices or names of any type) or (n, k) float targets
             (selection needs classes).
         weights: (n,) starting weights (default ones).
@@ -101,8 +114,11 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
             again with the new weights for the returned ``lam``.
         intercept: append a constant feature, the model's intercept (default True).
         folds, seed: the K-fold split of the selection (shuffled with ``seed``).
-        progress: show a tqdm bar (the held-out check's folds × recipes, then the steps) when
-            tqdm is installed; default (None): when stderr is a terminal.
+        progress: show a tqdm bar (the held-out check's folds × recipes, then the steps; with
+            streamed features also every pass over them, with ETA) when tqdm is installed;
+            default (None): when stderr is a terminal.
+        device: where streamed features are computed (default the CPU; ``"cuda"`` streams the
+            blocks to the GPU). In-memory features compute where they are.
         method: ``"auto"`` (default), ``"primal"`` or ``"dual"``: the form of the derivative (see
             :func:`divaext.loo_derivative`; the dual is exact with more features than samples).
         trainable: optional (n,) bool mask; only these weights change.
@@ -127,7 +143,7 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
                          "with loss, steps and step_size")
 
     def prepare():
-        x = C.features(features, group=group)
+        x = C.features_or_stream(features, labels, group=group, progress=progress, device=device)
         y = C.labels_like(labels, x)
         a = C.weights_like(weights, x).clone()
         xv, yv = C.validation_pair(val_features, val_labels, x)
@@ -141,19 +157,33 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
                 _trainable_mask(trainable, x), lw)
 
     x, y, a, xv, yv, steps_, size_, mask, lw = D.agree(group, prepare)
+    stream = isinstance(x, C.Stream)
+    if stream and select == "auto" and xv is not None:
+        raise ValueError("divaext: reweight(select='auto') with a validation set trains every candidate recipe on "
+                         "all rows at once, which needs the features in memory; with streamed features pass "
+                         "select=None (and loss, steps, step_size), or leave out the validation set (the check then "
+                         f"runs on a random subset of at most {S.MAX_SELECT_ROWS} rows, read from the stream)")
     k = C.num_classes_of(num_classes, y, yv, group=group)
+
+    def model_lam(bars=progress):  # the λ of the user's model on all rows
+        if stream:
+            x.phase("reweight: λ search")
+        return C.model_lam(lam, x, y, a, k, group, progress=bars)
+
     if select is None:
-        lam_model = C.model_lam(lam, x, y, a, k, group)
+        lam_model = model_lam()
         recipe = {"loss": loss or "ce", "steps": steps_ or 2, "step_size": size_ or 1.0}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask,
                                    group=group, progress=progress, method=method)
         res = ReweightResult(C.cpu(w), losses, lam_model, dict(recipe, lam=lam_model), [], "")
     else:
-        def model_lam(bars=None):  # the check asks for it when it needs it (with lam="auto": after its first fold)
-            return C.model_lam(lam, x, y, a, k, group, bars)
-        res = S.select_and_apply(x, y, a, lam, model_lam, k, loss=loss, steps=steps_, step_size=size_,
-                                 folds=C.positive_int(folds, "folds"), seed=seed, xv=xv, yv=yv, lw=lw, mask=mask,
-                                 progress=progress, method=method)
+        from .reweight_stream import select_on_stream
+
+        # in memory, the check runs the λ search itself, where it keeps its workers busy
+        res = (select_on_stream if stream else S.select_and_apply)(
+            x, y, a, lam, model_lam() if stream else model_lam, k, loss=loss, steps=steps_, step_size=size_,
+            folds=C.positive_int(folds, "folds"), seed=seed, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress,
+            method=method)
     return like_input(features, res._replace(labels=C.cpu(y), classes=classes))
 
 
@@ -171,6 +201,8 @@ def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw
     steps, size = recipe["steps"], recipe["step_size"]
     total = float(C.global_sum(a, group))
     for i in progress_bar(range(steps + 1), steps + 1, progress, "reweight"):
+        if derive is None and isinstance(x, C.Stream):  # the passes of this derivative, named on their bars
+            x.phase(f"reweight: step {i + 1} of {steps}" if i < steps else "reweight: loss after the last step")
         if i == steps and not final_loss:
             break
         if i == steps and loss_of is not None:

@@ -99,11 +99,17 @@ def ridge_accuracy(x, y, a, xe, ye, k: int, lam) -> float:
     return float(ridge_correct(x, y, a, xe, ye, k, lam).double().mean())
 
 
-def _splits(n: int, folds: int, seed: int, device):
-    """(train rows, held-out rows) per fold over a shuffled subset of at most MAX_SELECT_ROWS."""
+def select_rows(n: int, folds: int, seed: int) -> torch.Tensor:
+    """[min(n, MAX_SELECT_ROWS)] int64: the shuffled rows the check runs on, in the order
+    :func:`_splits` deals them into folds (also reweight_stream.py's rows to read)."""
     if folds < 2 or folds > n:
         raise ValueError(f"divaext: folds must be between 2 and the number of samples ({n}), got {folds}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:MAX_SELECT_ROWS].to(device)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:MAX_SELECT_ROWS]
+
+
+def _splits(n: int, folds: int, seed: int, device):
+    """(train rows, held-out rows) per fold over a shuffled subset of at most MAX_SELECT_ROWS."""
+    perm = select_rows(n, folds, seed).to(device)
     for i in range(folds):
         held = torch.zeros(perm.shape[0], dtype=torch.bool, device=device)
         held[i::folds] = True
@@ -121,11 +127,12 @@ def _candidates(loss, step_size):
     return list(RECIPES)
 
 
-def select_and_apply(x, y, a, lam, model_lam, k: int, *, loss, steps, step_size, folds: int, seed: int,
+def select_and_apply(x, y, a, lam, lam_model, k: int, *, loss, steps, step_size, folds: int, seed: int,
                      xv=None, yv=None, lw=None, mask=None, progress: bool = False,
                      method: str = "auto") -> ReweightResult:
-    """The check and the chosen recipe. ``model_lam(bars=None)``: the λ of the user's model on
-    all rows (``lam`` itself, or with "auto" the λ search's; ``bars``: its progress bars)."""
+    """The check and the chosen recipe. ``lam_model``: the λ of the user's model on all rows,
+    or a function ``(bars) -> λ`` that computes it (``bars``: its progress bars), called when
+    it serves best (with ``lam="auto"``: beside fold 0's set-up)."""
     y = class_labels(y)
     k = k or class_count(y)
     max_steps = steps or MAX_STEPS
@@ -186,8 +193,9 @@ def select_and_apply(x, y, a, lam, model_lam, k: int, *, loss, steps, step_size,
     with _workers(x, len(cands)) as run:
         # the model's λ search on all rows runs beside fold 0's set-up (which does not need it
         # with lam="auto"); asked for first, so that its errors come first, as they would alone
-        searched = lam == "auto" and xv is None
-        lam_model = run(model_lam, False if run is not _Later else None) if searched else model_lam()
+        searched = callable(lam_model) and lam == "auto" and xv is None
+        if callable(lam_model):
+            lam_model = run(lam_model, progress and run is _Later) if searched else lam_model()
         upcoming = run(setup, 0)
         lam_model = lam_model.result() if searched else lam_model
         whole.lam = lam_model

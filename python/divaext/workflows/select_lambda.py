@@ -14,15 +14,16 @@ Evaluating all G values on all n rows costs G·n·d·k: hours at n = 10⁶, d = 
 So on large sets (``strategy="auto"``, n ≥ 2·``screen_rows``) the search screens first: every
 grid value on a strided sample of m rows (m = max(20 000, 2n/G): about two full evaluations),
 then evaluates on every row only the values whose sample mean is within ``Z`` paired standard
-errors of the sample's best (at most ``MAX_CANDIDATES`` a round; :mod:`.lambda_screen`), and
-chooses among those by their exact means. The choice is the full grid's whenever its winner passes the screen;
-BENCHMARKS.md compares the two on real data sets.
+errors of the sample's best (at most ``MAX_CANDIDATES`` a round, and the twins of the best:
+:mod:`.lambda_screen`), and chooses among those by their exact means. The choice is the full
+grid's whenever its winner passes the screen; BENCHMARKS.md compares the two on real data sets.
 
 The features may be streamed (a ``.npy`` path, a directory of shards, a memmap, a RowSource):
 every pass — the Gram pass, the screening sample's rows, each candidate round — reads them block
 by block through the engine's prefetching reader (:class:`divaext.engine.rows.Rows`), so memory
 is O(n + d² + d·k + block·(d + k)) however large n is; an in-memory tensor goes through the
-same passes as views of its rows. A screened search reads the rows three or four times.
+same passes as views of its rows. A screened search reads the rows three times, or four when a
+representative other than the sample's best wins and has twins.
 """
 from __future__ import annotations
 
