@@ -26,6 +26,16 @@ The largest gain among the candidates that ran every fold wins. Stopped candidat
 ``evidence`` with the folds they were scored on (``stopped``: True). On clean data most
 candidates lose to uniform weights, and the check costs about half the exhaustive one
 (BENCHMARKS.md, "reweight's held-out check").
+
+Threads (``PARALLEL``, :func:`_workers`): on the CPU with two or more torch threads, a fold's
+work runs as tasks on worker threads of one intra-op thread each, in a fixed order of
+submission: the fold's set-up (its λ and baseline), the first derivative of each loss, one
+task per recipe path (its fits and derivatives, a chain) and one per scored step (its λ
+search and held-out score, off that chain), then the next fold's set-up and, after fold 0,
+the whole data's starting fit. The results are merged in the order of the jobs, and every
+task computes on one thread wherever and whenever it runs, so the evidence and the decision
+are those of a run with one torch thread, bit for bit, whatever the scheduling. Memory: one
+U (rows × d) per fit held by a running task, so a few more than one after another.
 """
 from __future__ import annotations
 
