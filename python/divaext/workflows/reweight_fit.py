@@ -74,13 +74,30 @@ def _blocks(n: int, width: int):
     return [slice(i, i + rows) for i in range(0, n, rows)]
 
 
+# U's width is rounded up to a multiple of this many columns (zero columns): single-thread
+# float32 products whose output width is not a multiple of 8 ran at 2/3 of the speed here
+# (2-core AVX2 machine, n = 4362: x @ V 34 ms at d = 385, 25 ms at 392; d = 385 is 384
+# MiniLM features and the intercept).
+ALIGN = 8
+
+
+def _aligned(d: int) -> int:
+    return -(-d // ALIGN) * ALIGN
+
+
+def _pad_rows(m: torch.Tensor, rows: int) -> torch.Tensor:
+    """(rows, ...) ``m`` with zero rows appended: the d×… factors of U's padded columns."""
+    return m if m.shape[0] == rows else torch.cat([m, m.new_zeros(rows - m.shape[0], *m.shape[1:])])
+
+
 def _panels(d: int):
     """Column panels of a symmetric d×d product, as the engine's Gram pass cuts them
-    (csrc/blocking.h num_panels): only the panels on or below the diagonal are computed, which
-    costs (1/2 + 1/(2P)) of the full product (2/3 at d = 384); narrower panels than 128 columns
-    lose more in BLAS speed than they save."""
+    (csrc/blocking.h num_panels), widths rounded up to a multiple of 2·ALIGN: only the panels
+    on or below the diagonal are computed, which costs (1/2 + 1/(2P)) of the full product
+    (2/3 at d = 384); narrower panels than 128 columns lose more in BLAS speed than they save."""
     P = min(max(d // 128, 1), 8)
     w = -(-d // P)
+    w = -(-w // (2 * ALIGN)) * (2 * ALIGN)
     return [(s, min(d, s + w)) for s in range(0, d, w)]
 
 
@@ -133,7 +150,10 @@ class EigenFit:
         self.s = s.clamp_min(0)  # round-off can make zero eigenvalues slightly negative
         self.vec = vec
         self.VB = vec.T @ B  # (d, k) float64
-        self.U = x @ vec.to(x.dtype)  # (n, d), as select_lambda's row blocks
+        self.width = _aligned(x.shape[1])  # U's columns past d are zeros; so are the rows of its d×… factors
+        vp = torch.zeros(x.shape[1], self.width, dtype=x.dtype, device=x.device)
+        vp[:, :x.shape[1]] = vec
+        self.U = x @ vp  # (n, width)
 
     def weights(self, lam: float) -> torch.Tensor:
         """(d, k) float64 ridge weights at ``lam``."""
@@ -154,7 +174,7 @@ class EigenFit:
             raise ValueError("divaext: Xᵀ diag(weights) X is zero (all weights or features zero)")
         x, t, a, U = self.x, self.t, self.a, self.U
         lams = default_grid(scale).to(x.device)
-        inv, coef = P.grid_coefficients(self.s, self.VB, lams, x.dtype)
+        inv, coef = (_pad_rows(m, self.width) for m in P.grid_coefficients(self.s, self.VB, lams, x.dtype))
         G, n = lams.shape[0], x.shape[0]
         err = torch.zeros(G, dtype=torch.float64, device=x.device)
         loss = torch.zeros(G, dtype=torch.float64, device=x.device)
@@ -189,8 +209,8 @@ class EigenFit:
         # In the eigenbasis, with σ² = 1/(s + λ) (d,): the whitened rows are z = u·σ, so
         # h = Σ u² σ², ŷ = u (σ² Vᵀ B), zᵀ P̃ = u (σ² Uᵀ G/D) and z C̃ zᵀ = u (σ² W σ²) uᵀ with
         # W = Uᵀ diag(c) U: every row product reads U itself, no z is formed.
-        inv = 1.0 / (self.s + lam)  # (d,) float64
-        inv_c, fit = inv.to(dt), (self.VB * inv[:, None]).to(dt)  # fit (d, k): ŷ = u @ fit
+        inv = _pad_rows(1.0 / (self.s + lam), self.width)  # (width,) float64, zero past d
+        inv_c, fit = inv.to(dt), (_pad_rows(self.VB, self.width) * inv[:, None]).to(dt)  # fit (width, k): ŷ = u @ fit
         h = torch.empty_like(a)
         for sl in _blocks(n, x.shape[1]):
             u = self.U[sl]
@@ -208,7 +228,7 @@ class EigenFit:
             return u, g, yb - f, total
 
         total = torch.zeros((), dtype=torch.float64, device=x.device)
-        ge, Pu = torch.empty_like(a), torch.zeros(x.shape[1], t.k, dtype=torch.float64, device=x.device)
+        ge, Pu = torch.empty_like(a), torch.zeros(self.width, t.k, dtype=torch.float64, device=x.device)
         blocks = _blocks(n, max(x.shape[1], t.k))
         wsum = float(w.sum(dtype=torch.float64))
         for sl in blocks:
@@ -217,11 +237,11 @@ class EigenFit:
             if not grad:
                 continue
             ge[sl] = (g * e).sum(1)
-            Pu += (u.T @ (g / D[sl, None])).double()  # Uᵀ (G / D), (d, k)
+            Pu += (u.T @ (g / D[sl, None])).double()  # Uᵀ (G / D), (width, k)
         if not grad:
             return Step(float(total) / wsum, None)
         c = a * ge / D
-        K = (inv[:, None] * weighted_gram(self.U, c) * inv[None, :]).to(dt)  # σ² Uᵀ diag(c) U σ², (d, d)
+        K = (inv[:, None] * weighted_gram(self.U, c) * inv[None, :]).to(dt)  # σ² Uᵀ diag(c) U σ², (width, width)
         Pu = (inv[:, None] * Pu).to(dt)
         grad = torch.empty_like(a)
         for sl in blocks:
@@ -245,8 +265,8 @@ class EigenFit:
             XvG += (xv[sl].T @ Gv).double()
         if not grad:
             return Step(float(total) / xv.shape[0], None)
-        pt = ((self.vec.T @ XvG) / (self.s + lam)[:, None]).to(self.x.dtype)  # Vᵀ S X_vᵀ G_v, (d, k)
-        fit = (self.VB / (self.s + lam)[:, None]).to(self.x.dtype)
+        pt = _pad_rows((self.vec.T @ XvG) / (self.s + lam)[:, None], self.width).to(self.x.dtype)  # Vᵀ S X_vᵀ G_v
+        fit = _pad_rows(self.VB / (self.s + lam)[:, None], self.width).to(self.x.dtype)
         grad = torch.empty_like(self.a)
         for sl in _blocks(self.x.shape[0], max(self.x.shape[1], self.t.k)):
             u = self.U[sl]
