@@ -16,7 +16,7 @@ from divaext.engine import validate as V
 from divaext.workflows import reweight_select as S
 from divaext.workflows.reweight import gradient_steps, show_progress
 from divaext.workflows.lambda_passes import targets
-from divaext.workflows.reweight_fit import EigenFit, Walker, _eigh_threads
+from divaext.workflows.reweight_fit import EigenFit, Walker, _eigh_threads, quadratic_forms, weighted_gram
 
 
 def problem(n=240, d=12, k=3, noise=0.25, seed=0, dtype=torch.float64):
@@ -198,3 +198,100 @@ def test_no_dense_one_hot_targets_for_class_labels(monkeypatch):
         monkeypatch.setattr(S, "FAST", fast)
         assert S.ridge_correct(x, y, a, x[:20], y[:20], 3, "auto").shape == (20,)
         divaext.reweight(x, y, progress=False, folds=2, loss="ce", steps=1, step_size=1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# the symmetric products, the loss alone, and the paths on worker threads
+
+
+@pytest.mark.parametrize("d", [12, 300, 385])  # one panel; two; three of unequal width
+def test_symmetric_products_equal_dense(d):
+    """weighted_gram (lower panels) and quadratic_forms (upper panels) against the full
+    products, with signed weights: float64 to 1e-12 relative (sums of the same terms in
+    another order); float32 against the float64 product to 1e-5 of the largest entry
+    (sums of d terms of ~1e-7 relative rounding each; √d·eps·|terms| ≈ 2e-6 at d = 385)."""
+    g = torch.Generator().manual_seed(d)
+    z = torch.randn(700, d, generator=g, dtype=torch.float64)
+    c = torch.randn(700, generator=g, dtype=torch.float64)
+    K = torch.randn(d, d, generator=g, dtype=torch.float64)
+    K = K + K.T
+    W = z.T @ (c[:, None] * z)
+    q = ((z @ K) * z).sum(1)
+    assert rel(weighted_gram(z, c), W) < 1e-12 and torch.equal(weighted_gram(z, c), weighted_gram(z, c).T)
+    assert rel(quadratic_forms(z, K), q) < 1e-12
+    assert rel(weighted_gram(z.float(), c.float()), W) < 1e-5
+    assert rel(quadratic_forms(z.float(), K.float()).double(), q) < 1e-5
+
+
+def test_loss_alone_is_the_derivatives_loss():
+    """Walker.loss (no derivative passes) is the very float derive returns, LOO and validation."""
+    x, y, a, _ = problem()
+    xv, yv, _, _ = problem(n=60, seed=3)
+    w = a * torch.linspace(0.5, 1.5, len(a), dtype=a.dtype)
+    for kw in ({}, {"xv": xv, "yv": yv}):
+        for lo in ("ce", "ce_misclassified"):
+            one, two = (Walker(x, y, a, 0.5, 3, None, **kw) for _ in range(2))
+            assert one.loss(w, lo) == two.derive(w, lo).loss
+            assert one.derive(w, lo).grad is not None  # a cached fit, then the derivative after all
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_workers_run_each_call_on_one_thread(two_threads):
+    x = torch.zeros(10, 3)
+    with S._workers(x, 4) as run:
+        assert run is not S._Later
+        assert run(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() == 2  # restored
+    with S._workers(x, 1) as run:  # one path: no workers, the caller's threads
+        assert run is S._Later and run(torch.get_num_threads).result() == 2
+
+
+def test_workers_restore_threads_on_error(two_threads):
+    def boom():
+        raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"):
+        with S._workers(torch.zeros(10, 3), 4) as run:
+            run(boom).result()
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("kw", [{"noise": 0.3}, {"noise": 0.45, "seed": 4}])
+def test_paths_on_workers_equal_one_thread(kw, two_threads, monkeypatch):
+    """The paths on two worker threads give what one thread gives, to the bit: each call runs
+    on one thread wherever it is scheduled (float64, so the whole-data phase agrees too)."""
+    x, y, _, _ = problem(n=300, **kw)
+    monkeypatch.setattr(S, "FUTILITY", 0.0)  # every candidate on every fold
+    par = divaext.reweight(x, y, progress=False)
+    torch.set_num_threads(1)
+    one = divaext.reweight(x, y, progress=False)
+    assert par.evidence == one.evidence and par.settings == one.settings and par.note == one.note
+    assert float((par.weights - one.weights).abs().max()) < 1e-12
+
+
+def test_trec_subset_same_decision_and_counts_as_refits(monkeypatch):
+    """Real features (the shipped TREC MiniLM embeddings, 900 rows × 384, float32): the
+    default check (shared fits, symmetric products, worker threads) and the previous refits
+    (select_lambda, loo_derivative and a solve per step) make the same decision with the same
+    paired counts for every candidate."""
+    import importlib.resources
+
+    import numpy as np
+    with importlib.resources.files("divaext").joinpath("data/trec_minilm.npz").open("rb") as fh:
+        d = np.load(fh)
+        x, y = torch.from_numpy(d["train_x"][:900].astype(np.float32)), torch.from_numpy(d["train_y"][:900])
+    g = torch.Generator().manual_seed(0)
+    y = torch.where(torch.rand(900, generator=g) < 0.2, torch.randint(0, 6, (900,), generator=g), y.long())
+    monkeypatch.setattr(S, "FUTILITY", 0.0)
+    new = divaext.reweight(x, y, progress=False, folds=3)
+    monkeypatch.setattr(S, "FAST", False)
+    old = divaext.reweight(x, y, progress=False, folds=3)
+    assert new.settings == old.settings and new.note == old.note, (new.note, old.note)
+    key = lambda e: (e["loss"], e["step_size"], e["steps"], e["better"], e["worse"])  # noqa: E731
+    assert sorted(map(key, new.evidence)) == sorted(map(key, old.evidence))

@@ -164,10 +164,14 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
                          "select=None (and loss, steps, step_size), or leave out the validation set (the check then "
                          f"runs on a random subset of at most {S.MAX_SELECT_ROWS} rows, read from the stream)")
     k = C.num_classes_of(num_classes, y, yv, group=group)
-    if stream:
-        x.phase("reweight: λ search")
-    lam_model = C.model_lam(lam, x, y, a, k, group, progress=progress)
+
+    def model_lam(bars=progress):  # the λ of the user's model on all rows
+        if stream:
+            x.phase("reweight: λ search")
+        return C.model_lam(lam, x, y, a, k, group, progress=bars)
+
     if select is None:
+        lam_model = model_lam()
         recipe = {"loss": loss or "ce", "steps": steps_ or 2, "step_size": size_ or 1.0}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask,
                                    group=group, progress=progress, method=method)
@@ -175,20 +179,23 @@ def reweight(features, labels, *, weights=None, lam="auto", intercept: bool = Tr
     else:
         from .reweight_stream import select_on_stream
 
+        # in memory, the check runs the λ search itself, where it keeps its workers busy
         res = (select_on_stream if stream else S.select_and_apply)(
-            x, y, a, lam, lam_model, k, loss=loss, steps=steps_, step_size=size_, folds=C.positive_int(folds, "folds"),
-            seed=seed, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress, method=method)
+            x, y, a, lam, model_lam() if stream else model_lam, k, loss=loss, steps=steps_, step_size=size_,
+            folds=C.positive_int(folds, "folds"), seed=seed, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress,
+            method=method)
     return like_input(features, res._replace(labels=C.cpu(y), classes=classes))
 
 
 def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw=None, mask=None, group=None,
                    progress: bool = False, each_step=None, final_loss: bool = True, method: str = "auto",
-                   derive=None):
+                   derive=None, loss_of=None):
     """``recipe["steps"]`` normalised steps from ``a``; returns (weights, losses before each
     step and after the last). ``each_step(i, weights)`` is called after step i (1-based);
     ``final_loss=False`` skips the derivative after the last step (its loss only).
     ``derive(weights, loss)`` computes the derivative (default: the public entry points);
-    ``a`` itself is never modified."""
+    ``loss_of(weights, loss)``, when given, the loss after the last step without its
+    derivative. ``a`` itself is never modified."""
     start = a
     losses: List[float] = []
     steps, size = recipe["steps"], recipe["step_size"]
@@ -197,6 +204,9 @@ def gradient_steps(x, y, a, lam: float, k, recipe: dict, *, xv=None, yv=None, lw
         if derive is None and isinstance(x, C.Stream):  # the passes of this derivative, named on their bars
             x.phase(f"reweight: step {i + 1} of {steps}" if i < steps else "reweight: loss after the last step")
         if i == steps and not final_loss:
+            break
+        if i == steps and loss_of is not None:
+            losses.append(float(loss_of(a, recipe["loss"])))
             break
         d = derive(a, recipe["loss"]) if derive is not None else C.derivative(
             x, y, a, lam=lam, loss=recipe["loss"], num_classes=k, xv=xv, yv=yv, loss_weights=lw, group=group,

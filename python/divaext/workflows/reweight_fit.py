@@ -12,13 +12,22 @@ with whitened rows ``Z = X t = U diag((s+λ)^-½)``. Hence one Gram pass, one d�
 - the LOO error and loss over select_lambda's whole grid (λ re-chosen with these weights);
 - the ridge weights at any λ (the held-out predictions);
 - the LOO derivative at the fold's λ, which adds ``C̃ = Zᵀ diag(c) Z`` and its quadratic forms
-  ``z_jᵀ C̃ z_j``: two n·d² products (docs/math.md, "The derivative of the LOO loss").
+  ``z_jᵀ C̃ z_j`` (docs/math.md, "The derivative of the LOO loss"), both read from U with the
+  σ = (s+λ)^-½ scalings moved onto the d×d side, so no Z is formed.
+
+The products are symmetric and computed as such: the Gram pass is the λ search's (the engine's
+op, lower column panels), ``W = Uᵀ diag(c) U`` takes the lower panels and the quadratic forms the
+upper ones (:func:`weighted_gram`, :func:`quadratic_forms`), each (1/2 + 1/(2P)) of a full product.
+Per weight vector: the Gram pass, the U pass and the λ grid (about 2.2 n·d² multiply-adds at
+d = 384, k = 6); per derivative, W and the quadratic forms (about 1.4 n·d²).
 
 The previous check called select_lambda and loo_derivative separately for every step: two Gram
 passes, an eigh, a Cholesky and the derivative's own passes per weight vector.
 """
 from __future__ import annotations
 
+import copy
+import math
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
@@ -65,14 +74,61 @@ def _blocks(n: int, width: int):
     return [slice(i, i + rows) for i in range(0, n, rows)]
 
 
-def weighted_gram(x: torch.Tensor, c: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(d, d) float64 ``Xᵀ diag(c) X`` (or ``Zᵀ diag(c) Z``): block products in x's dtype summed
-    in float64, as the compiled Gram pass sums its blocks."""
-    z = x if z is None else z
-    out = torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64, device=z.device)
-    for sl in _blocks(z.shape[0], z.shape[1]):
+# U's width is rounded up to a multiple of this many columns (zero columns): single-thread
+# float32 products whose output width is not a multiple of 8 ran at 2/3 of the speed here
+# (2-core AVX2 machine, n = 4362: x @ V 34 ms at d = 385, 25 ms at 392; d = 385 is 384
+# MiniLM features and the intercept).
+ALIGN = 8
+
+
+def _aligned(d: int) -> int:
+    return -(-d // ALIGN) * ALIGN
+
+
+def _pad_rows(m: torch.Tensor, rows: int) -> torch.Tensor:
+    """(rows, ...) ``m`` with zero rows appended: the d×… factors of U's padded columns."""
+    return m if m.shape[0] == rows else torch.cat([m, m.new_zeros(rows - m.shape[0], *m.shape[1:])])
+
+
+def _panels(d: int):
+    """Column panels of a symmetric d×d product, as the engine's Gram pass cuts them
+    (csrc/blocking.h num_panels), widths rounded up to a multiple of 2·ALIGN: only the panels
+    on or below the diagonal are computed, which costs (1/2 + 1/(2P)) of the full product
+    (2/3 at d = 384); narrower panels than 128 columns lose more in BLAS speed than they save."""
+    P = min(max(d // 128, 1), 8)
+    w = -(-d // P)
+    w = -(-w // (2 * ALIGN)) * (2 * ALIGN)
+    return [(s, min(d, s + w)) for s in range(0, d, w)]
+
+
+def weighted_gram(z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(d, d) float64 ``Zᵀ diag(c) Z`` for any signed c (n,): per row block, the lower column
+    panels in z's dtype into one scratch, summed in float64 (as the engine's Gram pass,
+    csrc/blocking.h GramAccumulator), then the lower triangle mirrored."""
+    d = z.shape[1]
+    out = torch.zeros(d, d, dtype=torch.float64, device=z.device)
+    scratch = out if z.dtype == torch.float64 else torch.zeros(d, d, dtype=z.dtype, device=z.device)
+    for sl in _blocks(z.shape[0], d):
         zb = z[sl]
-        out += (zb.T @ (zb * c[sl, None])).double()
+        zc = zb * c[sl, None]
+        for s, e in _panels(d):
+            if scratch is out:
+                out[s:, s:e].addmm_(zb[:, s:].T, zc[:, s:e])
+            else:
+                torch.mm(zb[:, s:].T, zc[:, s:e], out=scratch[s:, s:e])
+        if scratch is not out:
+            out += scratch
+    return out.tril() + out.tril(-1).T
+
+
+def quadratic_forms(u: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """(b,) ``u_i K u_iᵀ`` of the rows of u (b, d) for a symmetric K (d, d) in u's dtype, from
+    its upper triangle (off-diagonal entries doubled): column panel [s, e) needs rows < e only,
+    so the products cost (1/2 + 1/(2P)) of ``(u @ K) * u``."""
+    T = K.triu(1) * 2 + K.diagonal().diag()
+    out = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
+    for s, e in _panels(u.shape[1]):
+        out += ((u[:, :e] @ T[:e, s:e]) * u[:, s:e]).sum(1)
     return out
 
 
@@ -86,16 +142,18 @@ class EigenFit:
         self.empty = not bool((a > 0).any())
         if self.empty:  # a recipe that removed every sample: nothing is fitted
             return
-        gram = weighted_gram(x, a)
+        # the λ search's own Gram pass (the engine's op: lower panels only, B by a scatter of
+        # the weighted rows for class indices), so M and B are select_lambda's to the bit
+        gram, B = P.gram(P.in_blocks(x, P.block_rows(x.shape[1], t.k)), a, t)  # float64 (d, d), (d, k)
         with _eigh_threads(gram):
             s, vec = torch.linalg.eigh(gram)
         self.s = s.clamp_min(0)  # round-off can make zero eigenvalues slightly negative
         self.vec = vec
-        B = torch.zeros(x.shape[1], t.k, dtype=torch.float64, device=x.device)  # Xᵀ diag(a) Y
-        for sl in _blocks(x.shape[0], max(x.shape[1], t.k)):
-            B += (x[sl].T @ (a[sl, None] * t.block(sl, x))).double()
         self.VB = vec.T @ B  # (d, k) float64
-        self.U = x @ vec.to(x.dtype)  # (n, d), as select_lambda's row blocks
+        self.width = _aligned(x.shape[1])  # U's columns past d are zeros; so are the rows of its d×… factors
+        vp = torch.zeros(x.shape[1], self.width, dtype=x.dtype, device=x.device)
+        vp[:, :x.shape[1]] = vec
+        self.U = x @ vp  # (n, width)
 
     def weights(self, lam: float) -> torch.Tensor:
         """(d, k) float64 ridge weights at ``lam``."""
@@ -116,7 +174,7 @@ class EigenFit:
             raise ValueError("divaext: Xᵀ diag(weights) X is zero (all weights or features zero)")
         x, t, a, U = self.x, self.t, self.a, self.U
         lams = default_grid(scale).to(x.device)
-        inv, coef = P.grid_coefficients(self.s, self.VB, lams, x.dtype)
+        inv, coef = (_pad_rows(m, self.width) for m in P.grid_coefficients(self.s, self.VB, lams, x.dtype))
         G, n = lams.shape[0], x.shape[0]
         err = torch.zeros(G, dtype=torch.float64, device=x.device)
         loss = torch.zeros(G, dtype=torch.float64, device=x.device)
@@ -137,56 +195,65 @@ class EigenFit:
         lams = lams.cpu()
         return float(lams[best(errors, losses, lams, "error")])
 
-    def loo_derivative(self, lam: float, kind: int, w: Optional[torch.Tensor]) -> Optional[Step]:
-        """The LOO loss (mean weighted by ``w``, default ones) and its derivative at ``lam``, or
-        None where loo_derivative would not take the primal form: some D = 1 − a·h at or below
-        the primal's threshold, or a primal error estimate above what method="auto" accepts.
+    def loo_derivative(self, lam: float, kind: int, w: Optional[torch.Tensor], grad: bool = True) -> Optional[Step]:
+        """The LOO loss (mean weighted by ``w``, default ones) and its derivative at ``lam``
+        (``grad=False``: the loss alone, the same float, grad None), or None where
+        loo_derivative would not take the primal form: some D = 1 − a·h at or below the
+        primal's threshold, or a primal error estimate above what method="auto" accepts.
         Row blocks: the LOO predictions f (block, k) are formed twice (for c and P̃, then for
         the gradient) instead of holding an n×k array."""
         if self.empty:
             return None
         x, t, a, n = self.x, self.t, self.a, self.x.shape[0]
         dt = x.dtype
-        sig = (self.s + lam).rsqrt()
-        sig_c, VBs = sig.to(dt), (self.VB * sig[:, None]).to(dt)
+        # In the eigenbasis, with σ² = 1/(s + λ) (d,): the whitened rows are z = u·σ, so
+        # h = Σ u² σ², ŷ = u (σ² Vᵀ B), zᵀ P̃ = u (σ² Uᵀ G/D) and z C̃ zᵀ = u (σ² W σ²) uᵀ with
+        # W = Uᵀ diag(c) U: every row product reads U itself, no z is formed.
+        inv = _pad_rows(1.0 / (self.s + lam), self.width)  # (width,) float64, zero past d
+        inv_c, fit = inv.to(dt), (_pad_rows(self.VB, self.width) * inv[:, None]).to(dt)  # fit (width, k): ŷ = u @ fit
         h = torch.empty_like(a)
         for sl in _blocks(n, x.shape[1]):
-            z = self.U[sl] * sig_c  # whitened rows
-            h[sl] = (z * z).sum(1)
+            u = self.U[sl]
+            h[sl] = (u * u) @ inv_c
         D = 1.0 - a * h
         min_D = float(D.min())
         if min_D <= V.min_denominator(dt) or dual.primal_gradient_error(min_D, dt) > accuracy.TOLERANCE[dt]:
             return None
         w = torch.ones_like(a) if w is None else w
 
-        def rows(sl):  # z (b, d), targets (b, k), f, e = Y − f, ∂(Σ w ℓ)/∂f and Σ w ℓ of rows sl
-            z, yb = self.U[sl] * sig_c, t.block(sl, x)
-            f = (z @ VBs - (a[sl] * h[sl])[:, None] * yb) / D[sl, None]
+        def rows(sl):  # u (b, d), targets (b, k), f, e = Y − f, ∂(Σ w ℓ)/∂f and Σ w ℓ of rows sl
+            u, yb = self.U[sl], t.block(sl, x)
+            f = (u @ fit - (a[sl] * h[sl])[:, None] * yb) / D[sl, None]
             total, g = ops.loss_grad(f, yb, w[sl], kind)
-            return z, g, yb - f, total
+            return u, g, yb - f, total
 
         total = torch.zeros((), dtype=torch.float64, device=x.device)
-        ge, Pt = torch.empty_like(a), torch.zeros(x.shape[1], t.k, dtype=torch.float64, device=x.device)
+        ge, Pu = torch.empty_like(a), torch.zeros(self.width, t.k, dtype=torch.float64, device=x.device)
         blocks = _blocks(n, max(x.shape[1], t.k))
+        wsum = float(w.sum(dtype=torch.float64))
         for sl in blocks:
-            z, g, e, tot = rows(sl)
+            u, g, e, tot = rows(sl)
             total += tot.double()
+            if not grad:
+                continue
             ge[sl] = (g * e).sum(1)
-            Pt += (z.T @ (g / D[sl, None])).double()  # P̃ = Zᵀ (G / D), (d, k)
+            Pu += (u.T @ (g / D[sl, None])).double()  # Uᵀ (G / D), (width, k)
+        if not grad:
+            return Step(float(total) / wsum, None)
         c = a * ge / D
-        Ct = (sig[:, None] * weighted_gram(x, c, self.U) * sig[None, :]).to(dt)  # C̃ = Zᵀ diag(c) Z, Z = U diag(σ)
-        Pt = Pt.to(dt)
+        K = (inv[:, None] * weighted_gram(self.U, c) * inv[None, :]).to(dt)  # σ² Uᵀ diag(c) U σ², (width, width)
+        Pu = (inv[:, None] * Pu).to(dt)
         grad = torch.empty_like(a)
         for sl in blocks:
-            z, _, e, _ = rows(sl)
-            grad[sl] = (D[sl] * ((z @ Pt) * e).sum(1) + ((z @ Ct) * z).sum(1)
+            u, _, e, _ = rows(sl)
+            grad[sl] = (D[sl] * ((u @ Pu) * e).sum(1) + quadratic_forms(u, K)
                         - h[sl] * ge[sl] - c[sl] * h[sl] ** 2)
-        wsum = float(w.sum(dtype=torch.float64))
         return Step(float(total) / wsum, grad / wsum)
 
-    def val_derivative(self, lam: float, kind: int, xv: torch.Tensor, tv: P.Targets) -> Step:
+    def val_derivative(self, lam: float, kind: int, xv: torch.Tensor, tv: P.Targets, grad: bool = True) -> Step:
         """The mean validation loss of the model at ``lam`` and its derivative:
-        ``∂L/∂a_j = (x_jᵀ S X_vᵀ G_v) · (y_j − ŷ_j)`` (docs/math.md). Row blocks, as above."""
+        ``∂L/∂a_j = (x_jᵀ S X_vᵀ G_v) · (y_j − ŷ_j)`` (docs/math.md; ``grad=False``: the loss
+        alone, grad None). Row blocks, as above."""
         W = self.weights(lam)
         total = torch.zeros((), dtype=torch.float64, device=xv.device)
         XvG = torch.zeros(xv.shape[1], tv.k, dtype=torch.float64, device=xv.device)  # X_vᵀ G_v
@@ -196,8 +263,10 @@ class EigenFit:
                                     kind)
             total += tot.double()
             XvG += (xv[sl].T @ Gv).double()
-        pt = ((self.vec.T @ XvG) / (self.s + lam)[:, None]).to(self.x.dtype)  # Vᵀ S X_vᵀ G_v, (d, k)
-        fit = (self.VB / (self.s + lam)[:, None]).to(self.x.dtype)
+        if not grad:
+            return Step(float(total) / xv.shape[0], None)
+        pt = _pad_rows((self.vec.T @ XvG) / (self.s + lam)[:, None], self.width).to(self.x.dtype)  # Vᵀ S X_vᵀ G_v
+        fit = _pad_rows(self.VB / (self.s + lam)[:, None], self.width).to(self.x.dtype)
         grad = torch.empty_like(self.a)
         for sl in _blocks(self.x.shape[0], max(self.x.shape[1], self.t.k)):
             u = self.U[sl]
@@ -220,36 +289,56 @@ class Walker:
         n, d = x.shape
         self.fast = method == "primal" or (method == "auto" and not (d >= n and n <= M.DUAL_MAX_ROWS))
         self.derivative = derivative  # (a, loss name, λ) -> Derivative, the public entry point's answer
-        self._fits = []  # (weights, EigenFit): the starting weights' and the latest
-        self._first = {}  # loss name -> Step at the starting weights
+        self._start_fit = None  # EigenFit of the starting weights, shared by the branches
+        self._latest = (None, None)  # (weights, EigenFit): the latest other weights' fit
+        self._first = {}  # loss name -> Step at the starting weights, shared by the branches
+
+    def branch(self) -> "Walker":
+        """A walker for one more path from the same start that shares the starting fit and the
+        first derivatives computed so far, with its own latest fit: paths can then run in
+        parallel threads (compute the shared parts first; a branch only reads them)."""
+        other = copy.copy(self)
+        other._latest = (None, None)
+        return other
 
     def fit(self, a: torch.Tensor) -> EigenFit:
-        for w, fit in self._fits:
-            if w is a:
-                return fit
-        fit = EigenFit(self.x, self.t, a)
-        self._fits = [p for p in self._fits if p[0] is self.start][:1] + [(a, fit)]
-        return fit
+        if a is self.start:
+            if self._start_fit is None:
+                self._start_fit = EigenFit(self.x, self.t, a)
+            return self._start_fit
+        if self._latest[0] is not a:
+            self._latest = (a, EigenFit(self.x, self.t, a))
+        return self._latest[1]
 
-    def derive(self, a: torch.Tensor, loss: str) -> Step:
+    def derive(self, a: torch.Tensor, loss: str, grad: bool = True) -> Step:
+        """The loss and its derivative at weights ``a`` (``grad=False``: the same loss, grad None)."""
         if a is self.start and loss in self._first:
             return self._first[loss]
         st = None
         if self.fast:
             fit, kind = self.fit(a), V.LOSSES[loss]
-            st = (fit.loo_derivative(self.lam, kind, self.lw) if self.xv is None
-                  else None if fit.empty else fit.val_derivative(self.lam, kind, self.xv, self.tv))
-            if st is not None and not bool(torch.isfinite(st.grad).all()):
+            st = (fit.loo_derivative(self.lam, kind, self.lw, grad) if self.xv is None
+                  else None if fit.empty else fit.val_derivative(self.lam, kind, self.xv, self.tv, grad))
+            if st is not None and not (math.isfinite(st.loss) if st.grad is None else bool(torch.isfinite(st.grad).all())):
                 st = None  # let the entry point report what went wrong
         if st is None:
             d = self.derivative(a, loss, self.lam)
-            st = Step(float(d.loss), d.grad)
-        if a is self.start:
+            st = Step(float(d.loss), d.grad if grad else None)
+        if a is self.start and grad:
             self._first[loss] = st
         return st
+
+    def loss(self, a: torch.Tensor, loss: str) -> float:
+        """The loss alone at weights ``a``: :meth:`derive`'s, without the derivative's passes."""
+        return self.derive(a, loss, grad=False).loss
 
     def correct(self, a: torch.Tensor, xe, ye, lam) -> torch.Tensor:
         """Which held-out samples the model fitted with weights ``a`` gets right, at ``lam``
         (``"auto"``: chosen by LOO error with these weights, as the returned model's λ is)."""
-        fit = self.fit(a)
-        return fit.correct(xe, ye, fit.loo_lambda() if lam == "auto" and not fit.empty else lam)
+        return held_out_correct(self.fit(a), xe, ye, lam)
+
+
+def held_out_correct(fit: EigenFit, xe: torch.Tensor, ye: torch.Tensor, lam) -> torch.Tensor:
+    """(m,) bool: which of (xe, ye) the model of ``fit`` gets right at ``lam`` (``"auto"``:
+    the λ its LOO error chooses)."""
+    return fit.correct(xe, ye, fit.loo_lambda() if lam == "auto" and not fit.empty else lam)

@@ -26,11 +26,23 @@ The largest gain among the candidates that ran every fold wins. Stopped candidat
 ``evidence`` with the folds they were scored on (``stopped``: True). On clean data most
 candidates lose to uniform weights, and the check costs about half the exhaustive one
 (BENCHMARKS.md, "reweight's held-out check").
+
+Threads (``PARALLEL``, :func:`_workers`): on the CPU with two or more torch threads, a fold's
+work runs as tasks on worker threads of one intra-op thread each, in a fixed order of
+submission: the fold's set-up (its λ and baseline), the first derivative of each loss, one
+task per recipe path (its fits and derivatives, a chain) and one per scored step (its λ
+search and held-out score, off that chain), then the next fold's set-up and, after fold 0,
+the whole data's starting fit. The results are merged in the order of the jobs, and every
+task computes on one thread wherever and whenever it runs, so the evidence and the decision
+are those of a run with one torch thread, bit for bit, whatever the scheduling. Memory: one
+U (rows × d) per fit held by a running task, so a few more than one after another.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import List, NamedTuple, Optional
 
 import torch
 
@@ -41,7 +53,7 @@ from . import _common as C
 from .probs import class_labels
 from .reweight import ReweightResult, gradient_steps
 from .lambda_passes import block_rows, gram, in_blocks, targets
-from .reweight_fit import Walker
+from .reweight_fit import Walker, held_out_correct
 from .select_lambda import search, select_lambda
 
 # The recipes tried: each (loss, step size) walks one path of up to MAX_STEPS steps, so a
@@ -70,6 +82,10 @@ FUTILITY = 0.05
 # (reweight_fit.py). False: the previous refits (select_lambda, loo_derivative and a solve per
 # step), kept as the reference that tests and benchmarks/bench_reweight.py compare against.
 FAST = True
+# True: a fold's recipe paths run side by side in worker threads of one intra-op thread each
+# (_workers), when torch has two or more threads on the CPU. False: one after another, each
+# call with torch's threads. The results are the same either way where torch has one thread.
+PARALLEL = True
 
 
 def ridge_correct(x, y, a, xe, ye, k: int, lam) -> torch.Tensor:
@@ -121,9 +137,12 @@ def _candidates(loss, step_size):
     return list(RECIPES)
 
 
-def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, step_size, folds: int, seed: int,
+def select_and_apply(x, y, a, lam, lam_model, k: int, *, loss, steps, step_size, folds: int, seed: int,
                      xv=None, yv=None, lw=None, mask=None, progress: bool = False,
                      method: str = "auto") -> ReweightResult:
+    """The check and the chosen recipe. ``lam_model``: the λ of the user's model on all rows,
+    or a function ``(bars) -> λ`` that computes it (``bars``: its progress bars), called when
+    it serves best (with ``lam="auto"``: beside fold 0's set-up)."""
     y = class_labels(y)
     k = k or class_count(y)
     max_steps = steps or MAX_STEPS
@@ -137,17 +156,41 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
                                 method=method)
         return Walker(xt, yt, at, lam_t, k, derivative, lw=lwt, xv=xv, yv=yv, method=method)
 
-    def evaluate(walk: Walker, xe, ye, maskt, lo, size, base, last: int):
+    def setup(p: int) -> _Fold:
+        """Fold p's walker (its λ chosen on the training part, as the user's model would) and
+        the uniform-weights baseline on its held-out part."""
+        tr, held = parts[p]
+        xt, yt, at = x[tr], y[tr], a[tr]
+        xe, ye = (xv, yv) if held is None else (x[held], y[held])
+        lwt, maskt = (None if lw is None else lw[tr]), (None if mask is None else mask[tr])
+        if lam == "auto" and held is not None:  # λ chosen on the training part, as the user's model would
+            walk = walker(xt, yt, at, lwt, None)
+            walk.lam = walk.fit(at).loo_lambda() if FAST else select_lambda(xt, yt, at, num_classes=k).lam
+        else:
+            walk = walker(xt, yt, at, lwt, lam_model)
+        base = walk.correct(at, xe, ye, walk.lam) if FAST else ridge_correct(xt, yt, at, xe, ye, k, walk.lam)
+        return _Fold(walk, xe, ye, maskt, base)
+
+    def path(fold: _Fold, lo: str, size: float, last: int) -> list:
+        """One recipe's path of ``last`` steps on a fold: [((loss, size, steps), (b, c, m))] for
+        each step count still in the check, scored on the held-out part."""
+        walk, out = fold.walk.branch(), []
+
         def record(i, w):
             if (lo, size, i) in alive:
                 # λ re-chosen with the candidate's weights, as the user's model will be
-                right = (walk.correct(w, xe, ye, "auto" if lam == "auto" else walk.lam) if FAST
-                         else ridge_correct(walk.x, walk.y, w, xe, ye, k, "auto" if lam == "auto" else walk.lam))
-                wins.setdefault((lo, size, i), []).append(
-                    (int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel())))
+                lam_w = "auto" if lam == "auto" else walk.lam
+                if FAST:  # the step's fit (its derivative's too) here; its λ search and score off the path's chain
+                    fit = walk.fit(w)
+                    task = run(_paired, fold, lambda: held_out_correct(fit, fold.xe, fold.ye, lam_w))
+                    out.append(((lo, size, i), task.result() if isinstance(task, _Later) else task))
+                else:
+                    out.append(((lo, size, i), _paired(fold, lambda: ridge_correct(walk.x, walk.y, w, fold.xe,
+                                                                                   fold.ye, k, lam_w))))
         gradient_steps(walk.x, walk.y, walk.start, walk.lam, k, {"loss": lo, "steps": last, "step_size": size},
-                       xv=xv, yv=yv, lw=walk.lw, mask=maskt, each_step=record, final_loss=False, method=method,
+                       xv=xv, yv=yv, lw=walk.lw, mask=fold.maskt, each_step=record, final_loss=False, method=method,
                        derive=walk.derive if FAST else None)
+        return out
 
     parts = [(slice(None), None)] if xv is not None else list(_splits(x.shape[0], folds, seed, x.device))
     held_total = sum(x.shape[0] if held is None else held.numel() for _, held in parts)
@@ -156,43 +199,58 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
     jobs = [(p, c) for p in range(len(parts)) for c in cands]
     current, stopped = None, set()  # stopped: candidates dropped for futility
     bar = progress_bar(jobs, len(jobs), progress, "reweight check")
-    for p, (lo, size) in bar:
-        if p != current:  # a new fold: its λ, its starting fit and the uniform-weights baseline
-            if current is not None:
-                _drop_futile(alive, stopped, wins, held_total)
-                if not alive:  # every candidate stopped: nothing can be applied, the check is over
-                    getattr(bar, "close", lambda: None)()  # the tqdm bar, left unfinished
-                    break
-            current, (tr, held) = p, parts[p]
-            xt, yt, at = x[tr], y[tr], a[tr]
-            xe, ye = (xv, yv) if held is None else (x[held], y[held])
-            lwt, maskt = (None if lw is None else lw[tr]), (None if mask is None else mask[tr])
-            walk = walker(xt, yt, at, lwt, lam_model)
-            if lam == "auto" and held is not None:  # λ chosen on the training part, as the user's model would
-                walk.lam = walk.fit(at).loo_lambda() if FAST else select_lambda(xt, yt, at, num_classes=k).lam
-            base = walk.correct(at, xe, ye, walk.lam) if FAST else ridge_correct(xt, yt, at, xe, ye, k, walk.lam)
-        last = max((i for i in counts if (lo, size, i) in alive), default=0)
-        if last:
-            evaluate(walk, xe, ye, maskt, lo, size, base, last)
+    whole = walker(x, y, a, lw, None)
+    with _workers(x, len(cands)) as run:
+        # the model's λ search on all rows runs beside fold 0's set-up (which does not need it
+        # with lam="auto"); asked for first, so that its errors come first, as they would alone
+        searched = callable(lam_model) and lam == "auto" and xv is None
+        if callable(lam_model):
+            lam_model = run(lam_model, progress and run is _Later) if searched else lam_model()
+        upcoming = run(setup, 0)
+        lam_model = lam_model.result() if searched else lam_model
+        whole.lam = lam_model
+        for p, (lo, size) in bar:
+            if p != current:  # a new fold: its λ, its starting fit and the uniform-weights baseline
+                if current is not None:
+                    _drop_futile(alive, stopped, wins, held_total)
+                    if not alive:  # every candidate stopped: nothing can be applied, the check is over
+                        getattr(bar, "close", lambda: None)()  # the tqdm bar, left unfinished
+                        upcoming.cancel()
+                        break
+                current, fold = p, upcoming.result()
+                lasts = {c: max((i for i in counts if (*c, i) in alive), default=0) for c in cands}
+                if FAST:  # the first derivative of each loss, shared by its recipes' paths
+                    firsts = [run(fold.walk.derive, fold.walk.start, lo_)
+                              for lo_ in dict.fromkeys(c[0] for c in cands if lasts[c])]
+                    for f in firsts:
+                        f.result()
+                paths = {c: run(path, fold, *c, lasts[c]) for c in cands if lasts[c]}
+                # the next fold's set-up fills the workers the last paths leave idle (run in
+                # order: the paths first); it is wasted only when the check ends after this fold
+                upcoming = run(setup, p + 1) if p + 1 < len(parts) else None
+                if FAST and xv is None and p == 0:  # the whole data's fit at the starting weights: needed
+                    run(whole.fit, a)  # after the check either way; it fills the workers' idle time
+            if (lo, size) in paths:
+                for key, bcm in paths[(lo, size)].result():  # merged in the fixed order of the jobs
+                    wins.setdefault(key, []).append(bcm.result() if hasattr(bcm, "result") else bcm)
 
     evidence = [_summary(key, w, key in stopped) for key, w in wins.items()]
     evidence.sort(key=lambda r: (r["stopped"], -r["gain_mean"]))  # only a candidate scored on every fold can win
     best = evidence[0]
     where = "on the validation set" if xv is not None else f"over {folds} held-out folds"
-    whole = walker(x, y, a, lw, lam_model)
-    derive = whole.derive if FAST else None
+    derive, loss_of = (whole.derive, whole.loss) if FAST else (None, None)
     if not best["stopped"] and best["gain_mean"] > 0 and best["gain_mean"] > Z * best["gain_se"]:
         recipe = {"loss": best["loss"], "steps": best["steps"], "step_size": best["step_size"]}
         w, losses = gradient_steps(x, y, a, lam_model, k, recipe, xv=xv, yv=yv, lw=lw, mask=mask, progress=progress,
-                                   method=method, derive=derive)
+                                   method=method, derive=derive, loss_of=loss_of)
         new_lam = (whole.fit(w).loo_lambda() if FAST else select_lambda(x, y, w, num_classes=k).lam) \
             if lam == "auto" else lam_model
         note = (f"applied {recipe['loss']}, {recipe['steps']} step(s) of size {recipe['step_size']:g}: "
                 f"{best['gain_mean']:+.2f} ± {best['gain_se']:.2f} accuracy points {where} (right on {best['better']} "
                 f"held-out samples uniform weights got wrong, wrong on {best['worse']} they got right)")
         return ReweightResult(C.cpu(w), losses, new_lam, dict(recipe, lam=lam_model), evidence, note)
-    d = whole.derive(a, loss or "ce") if FAST else C.derivative(
-        x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw, method=method)
+    start_loss = whole.loss(a, loss or "ce") if FAST else float(C.derivative(
+        x, y, a, lam=lam_model, loss=loss or "ce", num_classes=k, xv=xv, yv=yv, loss_weights=lw, method=method).loss)
     if best["stopped"]:
         best = max(evidence, key=lambda r: r["gain_mean"])
         why = (f"no recipe was likely to beat them by {Z:g} standard errors {where} (each was stopped after at "
@@ -202,8 +260,64 @@ def select_and_apply(x, y, a, lam, lam_model: float, k: int, *, loss, steps, ste
     scored = f", after {len(best['gains'])} fold(s)" if best["stopped"] else ""
     note = (f"kept the starting weights: {why} (best: {best['loss']}, {best['steps']} step(s) of size "
             f"{best['step_size']:g}, {best['gain_mean']:+.2f} ± {best['gain_se']:.2f} points{scored})")
-    return ReweightResult(C.cpu(a), [float(d.loss)], lam_model,
+    return ReweightResult(C.cpu(a), [start_loss], lam_model,
                           {"loss": loss or "ce", "steps": 0, "step_size": 0.0, "lam": lam_model}, evidence, note)
+
+
+class _Fold(NamedTuple):
+    walk: Walker
+    xe: torch.Tensor  # (m, d) held-out features
+    ye: torch.Tensor  # (m,) held-out labels
+    maskt: Optional[torch.Tensor]  # (n_train,) trainable mask or None
+    base: torch.Tensor  # (m,) bool: uniform weights right
+
+
+def _paired(fold: _Fold, correct) -> tuple:
+    """(b, c, m): held-out samples right only with the candidate, only with uniform weights,
+    and all of them; ``correct()`` the candidate's (m,) bool."""
+    right, base = correct(), fold.base
+    return int((right & ~base).sum()), int((base & ~right).sum()), int(base.numel())
+
+
+class _Later:
+    """A call run when its result is first asked for (the check without worker threads):
+    what :func:`_workers` returns when there is one thread, with a future's interface."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args, self.value = fn, args, None
+
+    def result(self):
+        if self.fn is not None:
+            fn, self.fn = self.fn, None
+            self.value = fn(*self.args)
+        return self.value
+
+    def cancel(self) -> bool:
+        self.fn = None
+        return True
+
+
+@contextmanager
+def _workers(x: torch.Tensor, paths: int):
+    """``run(fn, *args)`` → a future: on the CPU with torch's ``T ≥ 2`` intra-op threads,
+    min(T, paths) worker threads, each running its calls with one intra-op thread (torch's
+    setting is process-wide: set for the check and restored after it). The paths are
+    sequences of small (n·d², d³) steps, and a d×d eigh on two threads spends more time
+    synchronising than computing: whole paths side by side keep the cores busy instead.
+    Every call runs on one thread either way, so the results do not depend on which worker
+    runs it or when; with one thread (or on a GPU) the calls run lazily, in the caller."""
+    before = torch.get_num_threads()
+    n = min(before, paths) if PARALLEL and not x.is_cuda else 1
+    if n < 2:
+        yield _Later
+        return
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(n, thread_name_prefix="divaext-reweight")
+    try:
+        yield pool.submit
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(before)
 
 
 def _drop_futile(alive: set, stopped: set, wins: dict, held_total: int) -> None:
