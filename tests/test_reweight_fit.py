@@ -160,14 +160,17 @@ def test_futility_stops_only_candidates_unlikely_to_pass(monkeypatch):
     assert alive == set(wins)
 
 
-def test_check_ends_when_every_candidate_is_stopped():
+@pytest.mark.parametrize("folds, seen", [(None, 3), (2, 1)])
+def test_check_ends_when_every_candidate_is_stopped(folds, seen):
     """Separable classes, clean labels: every candidate ties with uniform weights (b = c = 0),
-    whose predictive probability of passing falls below 5 % at t = 0.6 (Φ(−2.45) = 0.007)."""
+    whose predictive probability of passing Φ(−2√t/√(1 − t)) falls below 5 % at t = 0.6 with the
+    default 5 folds (Φ(−2.45) = 0.007, after 3 folds) and at t = 0.5 with 2 (Φ(−2) = 0.023,
+    after the first)."""
     x, y, _, _ = problem(n=300, noise=0.0)
-    res = divaext.reweight(x, y, progress=False)
+    res = divaext.reweight(x, y, progress=False, **({} if folds is None else {"folds": folds}))
     assert res.settings["steps"] == 0 and torch.equal(res.weights, torch.ones(300, dtype=torch.float64))
-    assert all(e["stopped"] and len(e["gains"]) == 3 for e in res.evidence), res.evidence
-    assert "each was stopped after at most 3 fold(s)" in res.note, res.note
+    assert all(e["stopped"] and len(e["gains"]) == seen for e in res.evidence), res.evidence
+    assert f"each was stopped after at most {seen} fold(s)" in res.note, res.note
 
 
 @pytest.mark.parametrize("kw", [{"noise": 0.3}, {"noise": 0.0}, {"noise": 0.45, "seed": 4}])

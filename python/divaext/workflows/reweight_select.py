@@ -27,6 +27,17 @@ The largest gain among the candidates that ran every fold wins. Stopped candidat
 candidates lose to uniform weights, and the check costs about half the exhaustive one
 (BENCHMARKS.md, "reweight's held-out check").
 
+Folds (``reweight(folds=5)`` by default): every sample is held out exactly once whatever the
+number of folds K, so the paired test has the same N; K changes the size of the training parts,
+(K − 1)/K of the rows, and the work, about three times less at K = 2 than at K = 5. Fewer folds
+and other cheaper rules were measured (scripts/evaluate_reweight_rules.py; RESULTS.md, "Cheaper
+checks"): chosen on the dev draws' selection/check splits, K = 2 looked as good (mean check-part
+change +0.47 points against +0.33 over 25 cases), but on the report draws it gained less (+0.37
+against +0.43 test-accuracy points over 25 cases, one drop of 0.40) and on TREC and AG News
+with 20 % random labels it kept the weights where K = 5 applied a recipe. Five stays the
+default; ``folds=2`` is the documented faster choice (BENCHMARKS.md: 4.2–4.9× ``detect``'s time
+against 9.5–13×).
+
 Threads (``PARALLEL``, :func:`_workers`): on the CPU with two or more torch threads, a fold's
 work runs as tasks on worker threads of one intra-op thread each, in a fixed order of
 submission: the fold's set-up (its λ and baseline), the first derivative of each loss, one
