@@ -9,7 +9,7 @@ In the order a call goes through it:
 | ``method`` | which form computes a call (primal or dual) and the accuracy check |
 | ``plan`` | the primal plan: pass 1 → factor → fused pass → pass B; the autograd wrappers |
 | ``rows`` | ``Rows``: the rows the passes read and ``Rows.run``, the one place a pass runs |
-| ``gram_memo`` | the Gram sums of one workflow call over a stream, so its later Gram passes are lookups |
+| ``gram_memo`` | the Gram sums of one workflow call (streamed or in memory), so its later Gram passes are lookups |
 | ``sources``, ``blocks`` | row sources (files, shards, memmaps, iterables); the prefetching block stream |
 | ``collectives`` | a sharded call's agreement and all-reduce helpers (``divaext.distributed``) |
 | ``dual`` | the dual (n×n, kernel) form |

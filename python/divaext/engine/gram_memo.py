@@ -1,17 +1,22 @@
-"""A memo of the Gram pass over the streamed rows of one workflow call.
+"""A memo of the Gram pass over the rows of one workflow call.
 
-Why it exists: ``detect`` on a stream runs the Gram pass (``gram`` / ``gram_labels``: M = Xᵀ
-diag(a) X [d,d] and B = Xᵀ diag(a) Y [d,k], float64 sums) three times with the same weights a,
-labels y and class count k: in the λ search, in the derivative's pass 1 and in the label part's
-factor. On a stream each is a full read of the features (at ImageNet shape ~250 s over a 5 GB
-file), so the second and third are served from here instead.
+Why it exists: ``detect`` runs the Gram pass (``gram`` / ``gram_labels``: M = Xᵀ diag(a) X
+[d,d] and B = Xᵀ diag(a) Y [d,k], float64 sums) three times with the same weights a, labels y
+and class count k: in the λ search, in the derivative's pass 1 and in the label part's factor.
+On a stream each is a full read of the features (at ImageNet shape ~250 s over a 5 GB file); in
+memory each is O(n·d²) (a fifth of an in-memory detect on TREC). So the second and third are
+served from here instead.
 
 Why it is safe:
 
-* It lives on the row source of ONE workflow call (workflows/_common.Stream makes a fresh one,
-  the source is never handed to users, and a new source, e.g. with the intercept column, gets
-  a new memo), so it dies with the call. Every pass of that call reads the same rows: the
-  derivative relies on that already (pass 1 and pass 2 must see the same rows).
+* It belongs to ONE workflow call, so it dies with the call. On a stream it lives on the call's
+  row source (workflows/_common.Stream makes a fresh one, the source is never handed to users,
+  and a new source, e.g. with the intercept column, gets a new memo). In memory the workflow
+  makes one once its features are final (intercept included) and hands it, with that tensor,
+  to each of its passes (workflows/_common.in_memory → engine.inputs.Features.gram_memo →
+  Rows.gram_memo); the public functions (divaext.loo_derivative, …) make none. An argument,
+  not global state: nothing outside the call can reach it. Every pass of that call reads the
+  same rows: the derivative relies on that already (pass 1 and pass 2 must see the same rows).
 * A hit needs the same op, the same constants (k), the same compute dtype, device and row
   count, and row arguments equal BY VALUE (``torch.equal`` against clones kept when the sums
   were computed, with the same dtype, device and shape). Changed weights or labels miss and run

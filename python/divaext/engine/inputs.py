@@ -16,6 +16,7 @@ from . import validate as V
 from . import collectives as D
 from .ops import _C
 from .blocks import BlockStream
+from .gram_memo import GramMemo
 from .rows import Rows
 from .sources import open_rows
 
@@ -99,11 +100,14 @@ def _op_block_rows(rows: Rows, k: int, block_rows: Optional[int]) -> int:
 
 class Features(NamedTuple):
     """Where the rows come from: an in-memory tensor (``stream=False``), or a stream from any
-    source of :func:`divaext.engine.sources.open_rows` computed on ``device``."""
+    source of :func:`divaext.engine.sources.open_rows` computed on ``device``. ``gram_memo``:
+    the Gram-pass memo of the workflow call an in-memory tensor belongs to
+    (engine/gram_memo.py), or None; a stream's memo is its source's own."""
 
     source: object
     stream: bool = False
     device: object = None
+    gram_memo: Optional[GramMemo] = None
 
 
 def _open(features: Features, labels, sharded: bool, block_rows: Optional[int]):
@@ -112,7 +116,7 @@ def _open(features: Features, labels, sharded: bool, block_rows: Optional[int]):
         x = V.check_features(features.source, sharded=sharded, half=True)
         check_device(x)
         no_input_grad(features=x)
-        return Rows.of_tensor(x), labels
+        return Rows.of_tensor(x, gram_memo=features.gram_memo), labels
     src = open_rows(features.source)
     device = features.device
     if device is None:  # the device of an in-memory tensor, else the CPU

@@ -69,9 +69,9 @@ class Rows:
         self.group, self.op_block_rows, self.gram_memo = group, op_block_rows, gram_memo
 
     @classmethod
-    def of_tensor(cls, x: torch.Tensor, group=None) -> "Rows":
+    def of_tensor(cls, x: torch.Tensor, group=None, gram_memo: Optional[GramMemo] = None) -> "Rows":
         """An in-memory tensor: one block, walked in blocks by the op itself (no copy of X)."""
-        return cls([(0, x)], x.shape[0], x.shape[1], x.dtype, x.device, group)
+        return cls([(0, x)], x.shape[0], x.shape[1], x.dtype, x.device, group, gram_memo=gram_memo)
 
     def tensor(self) -> torch.Tensor:
         """The features of an in-memory source [n,d] (a stream has no such tensor)."""

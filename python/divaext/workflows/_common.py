@@ -16,7 +16,7 @@ import torch
 
 from ..engine import validate as V
 from ..engine import collectives as D
-from ..derivative import Derivative, loo_derivative, val_derivative
+from ..derivative import Derivative, loo_derivative_of, val_derivative_of
 from ..engine.inputs import Features, check_device as _check_device
 from ..engine import sources as S
 from ..engine.gram_memo import GramMemo
@@ -198,10 +198,18 @@ def global_max(t: torch.Tensor, group) -> torch.Tensor:
     return m if group is None else D.allreduce_max(m.to(D.flag_device(group)), group)
 
 
-def derivative(x, y, a, *, lam, loss, num_classes, xv=None, yv=None, loss_weights=None, group=None,
-               method: str = "auto") -> Derivative:
+def in_memory(x: torch.Tensor, gram_memo: Optional[GramMemo]) -> Features:
+    """In-memory features as the engine opens them, their Gram passes sharing ``gram_memo``:
+    the memo of ONE workflow call over this very tensor (made by the workflow once its
+    features are final, intercept included, like a :class:`Stream`'s), or None."""
+    return Features(x, gram_memo=gram_memo)
+
+
+def derivative(x, y, a, *, lam: float, loss, num_classes, xv=None, yv=None, loss_weights=None, group=None,
+               method: str = "auto", gram_memo: Optional[GramMemo] = None) -> Derivative:
     """LOO derivative, or the validation derivative when a validation set is given (x a tensor,
-    or a :class:`Stream`)."""
+    or a :class:`Stream`; ``lam`` a number, as :func:`model_lam` returns). ``gram_memo``: the
+    Gram-pass memo of the workflow call for a tensor x (:func:`in_memory`; a Stream has its own)."""
     if isinstance(x, Stream):
         from .. import streaming
 
@@ -212,12 +220,14 @@ def derivative(x, y, a, *, lam, loss, num_classes, xv=None, yv=None, loss_weight
             raise ValueError("divaext: loss_weights apply to the LOO loss only, not to a validation loss")
         return streaming.val_derivative(x.source, y, a, xv, yv, lam=lam, loss=loss, num_classes=num_classes,
                                         device=x.device, group=group, method=method)
+    # the functions behind divaext.loo_derivative / val_derivative (errors name those), given the call's memo
     if xv is None:
-        return loo_derivative(x, y, a, lam=lam, loss=loss, num_classes=num_classes, loss_weights=loss_weights,
-                              group=group, method=method)
+        return loo_derivative_of(in_memory(x, gram_memo), "loo_derivative", y, a, lam, loss, num_classes,
+                                 loss_weights, None, group, method)
     if loss_weights is not None:
         raise ValueError("divaext: loss_weights apply to the LOO loss only, not to a validation loss")
-    return val_derivative(x, y, a, xv, yv, lam=lam, loss=loss, num_classes=num_classes, group=group, method=method)
+    return val_derivative_of(in_memory(x, gram_memo), "val_derivative", y, a, xv, yv, lam, loss, num_classes, None,
+                             None, group, method)
 
 
 def cpu(t: torch.Tensor) -> torch.Tensor:
@@ -242,16 +252,20 @@ def check_flag(value, name: str) -> bool:
     return value
 
 
-def model_lam(lam, x, y, a, num_classes, group=None, progress: Optional[bool] = None) -> float:
+def model_lam(lam, x, y, a, num_classes, group=None, progress: Optional[bool] = None,
+              gram_memo: Optional[GramMemo] = None) -> float:
     """The ridge strength of the model: ``lam`` itself, or with ``lam="auto"`` the λ chosen by
     leave-one-out error (:func:`divaext.workflows.select_lambda.resolve_lam`; ``progress``: its
     progress bars, default when stderr is a terminal). ``x``: the features as select_lambda
     takes them, a tensor or a stream (passed on unchanged; a :class:`Stream` as its row source,
-    on its device, its bars the source's own)."""
+    on its device, its bars the source's own). ``gram_memo``: the workflow call's memo for a
+    tensor x (:func:`in_memory`)."""
     from .select_lambda import resolve_lam
 
     if isinstance(x, Stream):  # the rows as a source, read block by block (its bars are the source's own)
         x, progress = Features(x.source, stream=True, device=x.device), False
+    elif gram_memo is not None:  # a tensor of the call (anything else passes on unchanged)
+        x = in_memory(x, gram_memo)
     return resolve_lam(lam, x, y, a, num_classes=num_classes, group=group, progress=progress)
 
 

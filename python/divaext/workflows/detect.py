@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..engine import collectives as D
+from ..engine.gram_memo import GramMemo
 from ..labels import class_count
 from . import _common as C
 from . import flag_cut as F
@@ -188,13 +189,16 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     stream = isinstance(x, C.Stream)
     if stream:
         x.phase("detect: λ search")
-    lam_model = C.model_lam(lam, x, y, a, k, group, progress=progress)
+    # this call's Gram-pass memo over the final in-memory x, shared by the λ search, the
+    # derivative and the label part (engine/gram_memo.py; a Stream carries its own)
+    memo = None if stream else GramMemo()
+    lam_model = C.model_lam(lam, x, y, a, k, group, progress=progress, gram_memo=memo)
     factor = C.positive_float(lam_factor, "lam_factor") if lam_factor is not None else (
         DETECT_LAM_FACTOR if isinstance(lam, str) else 1.0)
     if stream:
         x.phase("detect: derivative")
     d = C.derivative(x, y, a, lam=lam_model * factor, loss=loss, num_classes=k, xv=xv, yv=yv, group=group,
-                     method=method)
+                     method=method, gram_memo=memo)
     loss_value = float(d.loss)
     scores = d.grad * float(C.global_sum(a, group))
     scores = torch.where(C.below_rounding(scores, loss_value), torch.zeros_like(scores), scores)
@@ -203,7 +207,7 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
     temperature = temperature_rows = None
     if y.dim() == 1 and not y.is_floating_point():
         quality, pred, pred_p, num_issues, temperature, temperature_rows = _label_part(x, y, a, lam_model, k, group,
-                                                                                       progress)
+                                                                                       progress, memo)
     order = F.ranking(rank_by, C.cpu(scores), quality)
     if rule == "eps":
         cut, flag = cut_value, C.cpu(scores) > cut_value
@@ -219,12 +223,12 @@ def detect(features, labels, *, weights=None, lam="auto", lam_factor: Optional[f
                                              num_issues, cut, settings, classes, order, C.cpu(y) if pred is not None else None))
 
 
-def _label_part(x, y, a, lam: float, k: int, group, progress: bool):
+def _label_part(x, y, a, lam: float, k: int, group, progress: bool, gram_memo: Optional[GramMemo] = None):
     """(label quality, predicted label, its probability (n,) on the CPU, the estimated number
     of wrong labels, temperature, rows it was fitted on), from the calibrated LOO
     probabilities read block by block (passes: Gram, temperature, row summary, confident
     joint, margins; free when the predictions are held whole)."""
-    blocks = LooBlocks(x, y, a, lam, k, group, progress, "detect")
+    blocks = LooBlocks(x, y, a, lam, k, group, progress, "detect", gram_memo)
     temperature, rows = blocks.temperature()
     p = blocks.prob_blocks(temperature)
     summary = LQ.row_summary(p, x.shape[0], k, group)

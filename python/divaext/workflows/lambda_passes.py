@@ -20,6 +20,7 @@ import torch
 
 from ..engine import validate as V
 from ..engine.blocks import BlockStream
+from ..engine.gram_memo import GramMemo
 from ..engine.ops import ops
 from ..engine.progress import progress_bar
 from ..engine.rows import Rows
@@ -78,11 +79,12 @@ def block_rows(d: int, k: int) -> int:
     return max(1, (4 * BLOCK_ELEMENTS) // max(d, k))
 
 
-def in_blocks(x: torch.Tensor, rows: int) -> Rows:
+def in_blocks(x: torch.Tensor, rows: int, gram_memo: Optional[GramMemo] = None) -> Rows:
     """An in-memory tensor (n, d) as a :class:`Rows` of views of ``rows`` rows each (no copy),
-    so that a pass reports its progress block by block."""
+    so that a pass reports its progress block by block; ``gram_memo``: the memo of the
+    workflow call the tensor belongs to (engine/gram_memo.py), or None."""
     return Rows([(s, x[s:s + rows]) for s in range(0, x.shape[0], rows)], x.shape[0], x.shape[1], x.dtype,
-                x.device)
+                x.device, gram_memo=gram_memo)
 
 
 class _Shown:

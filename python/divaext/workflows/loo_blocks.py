@@ -18,12 +18,13 @@ tests/test_detect_stream.py.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 
 from ..engine import inputs as I
 from ..engine import plan as P
+from ..engine.gram_memo import GramMemo
 from ..engine import validate as V
 from ..engine.ops import ops
 from ..engine.progress import progress_bar
@@ -49,19 +50,21 @@ class LooBlocks:
     ``f_blocks(desc)`` is one pass: (first row, y_b, f_b [b,k]) for every block of this
     process's rows; ``prob_blocks(T)`` turns it into a re-iterable of calibrated
     probabilities softmax(f_b / T) in float64 (what :mod:`.label_quality` reads).
+    ``gram_memo``: the Gram-pass memo of the workflow call for a tensor x
+    (:func:`._common.in_memory`; a Stream carries its own).
     """
 
     def __init__(self, x, y: torch.Tensor, a: torch.Tensor, lam: float, k: int, group=None, progress: bool = False,
-                 desc: str = "detect"):
+                 desc: str = "detect", gram_memo: Optional[GramMemo] = None):
         self.x, self.y, self.k, self.group, self.progress, self.desc = x, y.long(), k, group, progress, desc
         self.n_total = int(C.global_sum(torch.ones(x.shape[0], dtype=torch.float64), group).item())
         self.whole = None
         if self.n_total * k <= HOLD_ELEMENTS:
             self._phase("LOO predictions")
-            self.whole = _loo_predictions(x, y, a, lam, k, group).detach()
+            self.whole = loo_predictions(x, y, a, lam, k, group, gram_memo).detach()
             return
         self._phase("LOO predictions: Gram pass")
-        feats = x.features() if isinstance(x, C.Stream) else I.Features(x)
+        feats = x.features() if isinstance(x, C.Stream) else C.in_memory(x, gram_memo)
         call = I.prepare(feats, y, a, lam=lam, num_classes=k, block_rows=None, group=group)
         self.rows, self.ya, self.aa = call.rows, call.y, call.a
         self.fac = P.factor(call.rows, call.y, call.a, call.lam, call.k)  # pass 1: M + λI = L Lᵀ
@@ -168,12 +171,13 @@ def _check_pass(bad: bool, lam: float) -> None:
                          "scale, lam or the weights are extreme); rescale the features or increase lam")
 
 
-def _loo_predictions(x, y, a, lam: float, k: int, group):
-    """f [n,k] of every row at once (held): :func:`divaext.loo_predictions`, streamed or not."""
+def loo_predictions(x, y, a, lam: float, k: int, group, gram_memo: Optional[GramMemo] = None):
+    """f [n,k] of every row at once (held): :func:`divaext.loo_predictions`, streamed or not
+    (``lam`` a number; ``gram_memo`` the workflow call's for a tensor x)."""
     if isinstance(x, C.Stream):
         from .. import streaming
 
         return streaming.loo_predictions(x.source, y, a, lam=lam, num_classes=k, device=x.device, group=group)
-    from ..derivative import loo_predictions
+    from ..derivative import loo_predictions_of
 
-    return loo_predictions(x, y, a, lam=lam, num_classes=k, group=group)
+    return loo_predictions_of(C.in_memory(x, gram_memo), "loo_predictions", y, a, lam, k, None, group)

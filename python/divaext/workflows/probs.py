@@ -13,10 +13,10 @@ import torch
 
 from ..engine import collectives as D
 from ..engine import validate as V
-from ..derivative import loo_predictions
+from ..engine.gram_memo import GramMemo
 from . import _common as C
 from . import label_quality as LQ
-from .loo_blocks import BLOCK_ELEMENTS, LooBlocks
+from .loo_blocks import BLOCK_ELEMENTS, LooBlocks, loo_predictions
 from .returns import like_input
 from .reweight import show_progress
 
@@ -46,9 +46,11 @@ def class_labels(y: torch.Tensor, name: str = "labels") -> torch.Tensor:
     return y.long()
 
 
-def probs_on_device(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float, k: int, group=None):
-    """(probs (n, k) float64, raw LOO outputs (n, k), temperature) on x's device."""
-    f = loo_predictions(x, y, a, lam=lam, num_classes=k, group=group).detach()
+def probs_on_device(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, lam: float, k: int, group=None,
+                    gram_memo: Optional[GramMemo] = None):
+    """(probs (n, k) float64, raw LOO outputs (n, k), temperature) on x's device (``gram_memo``:
+    the workflow call's, :func:`._common.in_memory`)."""
+    f = loo_predictions(x, y, a, lam, k, group, gram_memo).detach()
     T = LQ.fit_temperature(f, y, group)
     return LQ.calibrated_probs(f.double(), T), f, T
 
@@ -122,6 +124,8 @@ def loo_pred_probs(features, labels, weights=None, *, lam="auto", intercept: boo
     stream = isinstance(x, C.Stream)
     if stream:
         x.phase("loo_pred_probs: λ search")
-    lam_ = C.model_lam(lam, x, y, a, k, group, progress=progress)
-    p, f, T = probs_of_stream(x, y, a, lam_, k, group, progress) if stream else probs_on_device(x, y, a, lam_, k, group)
+    memo = None if stream else GramMemo()  # this call's, over the final x (a Stream has its own)
+    lam_ = C.model_lam(lam, x, y, a, k, group, progress=progress, gram_memo=memo)
+    p, f, T = (probs_of_stream(x, y, a, lam_, k, group, progress) if stream
+               else probs_on_device(x, y, a, lam_, k, group, memo))
     return like_input(features, LooProbs(C.cpu(p).to(x.dtype), C.cpu(f), T, lam_, classes))

@@ -116,8 +116,9 @@ def _open(features, labels, weights, loss_weights, loss, num_classes, block_rows
     """(rows, targets, a, w, loss kind): the inputs checked by the engine's boundary
     (:func:`divaext.engine.inputs.prepare`). As in every workflow, weights and float targets
     are first moved to the features' compute dtype (and device, in memory)."""
+    memo = None  # an in-memory call's Gram-pass memo (a stream's is its source's)
     if isinstance(features, I.Features):
-        source, stream, device = features.source, features.stream, features.device or device
+        source, stream, device, memo = features.source, features.stream, features.device or device, features.gram_memo
     else:
         source, stream = features, C.is_stream_source(features)
     if stream:
@@ -142,14 +143,14 @@ def _open(features, labels, weights, loss_weights, loss, num_classes, block_rows
     y = V.as_tensor(labels, "labels").to(**to)
     if y.is_floating_point() and y.dim() == 2:
         y = y.to(dtype)
-    call = I.prepare(I.Features(source, stream=stream, device=device), y, like(weights, "weights"),
+    call = I.prepare(I.Features(source, stream=stream, device=device, gram_memo=memo), y, like(weights, "weights"),
                      lam=1.0,  # (the search has no λ yet: any valid number passes the check)
                      num_classes=num_classes, block_rows=block_rows, group=None,
                      extra=I.loss_weights_check(loss, like(loss_weights, "loss_weights")))
     kind, w = call.extra
     rows = call.rows
     if not stream:  # one tensor: cut into views, so that each pass reads (and reports) it block by block
-        rows = P.in_blocks(rows.tensor(), P.block_rows(rows.shape[1], call.k))
+        rows = P.in_blocks(rows.tensor(), P.block_rows(rows.shape[1], call.k), rows.gram_memo)
     dense = call.y.dim() == 2
     t = P.Targets(None if dense else call.y, call.y if dense else None, call.k)
     return rows, t, call.a, w, kind
