@@ -35,8 +35,8 @@ checks"): chosen on the dev draws' selection/check splits, K = 2 looked as good 
 change +0.47 points against +0.33 over 25 cases), but on the report draws it gained less (+0.37
 against +0.43 test-accuracy points over 25 cases, one drop of 0.40) and on TREC and AG News
 with 20 % random labels it kept the weights where K = 5 applied a recipe. Five stays the
-default; ``folds=2`` is the documented faster choice (BENCHMARKS.md: 4.2–4.9× ``detect``'s time
-against 9.5–13×).
+default; ``folds=2`` is the documented faster choice (BENCHMARKS.md: 4–6× ``detect``'s time
+against 7–16×).
 
 Threads (``PARALLEL``, :func:`_workers`): on the CPU with two or more torch threads, a fold's
 work runs as tasks on worker threads of one intra-op thread each, in a fixed order of
