@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -80,6 +80,21 @@ class Rows:
 
     def __repr__(self) -> str:
         return f"Rows(n={self.shape[0]}, d={self.shape[1]}, dtype={self.feature_dtype}, device={self.device})"
+
+    def sub_blocks(self, most: int, step: int = 1) -> Iterator[Tuple[int, int, torch.Tensor]]:
+        """(lo, hi, xb): every ``step``-th row of the source (rows 0, step, 2·step, …) in pieces
+        of at most ``most`` rows, ``xb`` = rows lo:hi:step of X as the blocks hold them (no copy,
+        no dtype change): for passes whose own working set grows with the rows of a piece. The
+        blocks' iterator is closed when the caller stops, on errors too (a stream's reader thread)."""
+        blocks = iter(self.blocks)
+        try:
+            for s, xb in blocks:
+                e = s + xb.shape[0]
+                for lo in range(s + (-s) % step, e, most * step):
+                    hi = min(e, lo + most * step)
+                    yield lo, hi, xb[lo - s:hi - s:step]
+        finally:
+            getattr(blocks, "close", lambda: None)()
 
     def agree(self, fn, *args):
         """``fn(*args)``; if it raises on any rank, it raises on every rank (see distributed.agree)."""

@@ -125,18 +125,11 @@ def gram(rows: Rows, a: torch.Tensor, t: Targets, progress: bool = False):
 
 
 def _row_blocks(rows: Rows, step: int, most: int) -> Iterator[Tuple[slice, torch.Tensor]]:
-    """(sl, xb): every ``step``-th row of the source (rows 0, step, 2·step, …) in blocks of at
-    most ``most`` rows; ``sl`` picks those rows of a per-row input, ``xb`` (b, d) their
+    """(sl, xb): every ``step``-th row of the source in blocks of at most ``most`` rows
+    (:meth:`Rows.sub_blocks`); ``sl`` picks those rows of a per-row input, ``xb`` (b, d) their
     features in the compute dtype."""
-    blocks = iter(rows.blocks)
-    try:
-        for s, xb in blocks:
-            e = s + xb.shape[0]
-            for lo in range(s + (-s) % step, e, most * step):
-                hi = min(e, lo + most * step)
-                yield slice(lo, hi, step), xb[lo - s:hi - s:step].to(rows.dtype)
-    finally:  # stops a stream's reader thread, on errors too
-        getattr(blocks, "close", lambda: None)()
+    for lo, hi, xb in rows.sub_blocks(most, step):
+        yield slice(lo, hi, step), xb.to(rows.dtype)
 
 
 class Sums(NamedTuple):

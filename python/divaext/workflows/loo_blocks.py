@@ -101,11 +101,9 @@ class LooBlocks:
     def _row_blocks(self, what: str):
         """(first row, x_b) over the rows: a stream's own blocks (its source shows the bar), or
         slices of an in-memory tensor (no copies) under a bar of their own."""
-        if isinstance(self.x, C.Stream):
-            for s, xb in self.rows.blocks:
-                step = _block_rows(xb.shape[1], self.k)  # a stream's block may hold more rows than f should
-                for i in range(0, xb.shape[0], step):
-                    yield s + i, xb[i:i + step]
+        if isinstance(self.x, C.Stream):  # a stream's block may hold more rows than f should
+            for s, _, xb in self.rows.sub_blocks(_block_rows(self.rows.shape[1], self.k)):
+                yield s, xb
             return
         x = self.rows.tensor()
         step = _block_rows(x.shape[1], self.k)
