@@ -99,17 +99,14 @@ class LooBlocks:
         rows.agree(_check_pass, bad, self.lam)
 
     def _row_blocks(self, what: str):
-        """(first row, x_b) over the rows: a stream's own blocks (its source shows the bar), or
-        slices of an in-memory tensor (no copies) under a bar of their own."""
-        if isinstance(self.x, C.Stream):  # a stream's block may hold more rows than f should
-            for s, _, xb in self.rows.sub_blocks(_block_rows(self.rows.shape[1], self.k)):
-                yield s, xb
-            return
-        x = self.rows.tensor()
-        step = _block_rows(x.shape[1], self.k)
-        starts = range(0, x.shape[0], step)
-        for s in progress_bar(starts, len(starts), self.progress, f"{self.desc}: {what}"):
-            yield s, x[s:s + step]
+        """(first row, x_b) over the rows in pieces of at most _block_rows (a stream's block may
+        hold more rows than f should; an in-memory tensor is one block): views, no copies. A
+        stream's source shows its own bar; an in-memory tensor's pieces get one here."""
+        step = _block_rows(self.rows.shape[1], self.k)
+        pieces = ((s, xb) for s, _, xb in self.rows.sub_blocks(step))
+        if isinstance(self.x, C.Stream):
+            return pieces
+        return progress_bar(pieces, -(-self.rows.shape[0] // step), self.progress, f"{self.desc}: {what}")
 
     def temperature(self) -> Tuple[float, int]:
         """(T of :func:`.label_quality.fit_temperature`, the number of rows it was fitted on
