@@ -106,6 +106,12 @@ def _counts(vec, key, folds, against=None):
     return b, c, m
 
 
+def _net(vec, key, folds) -> int:
+    """b − c: held-out samples right only with the candidate, minus those right only without."""
+    b, c, _ = _counts(vec, key, folds)
+    return b - c
+
+
 def _fold_cost(alive, recipes) -> float:
     """The base fit, the first derivative of each loss still walked, each path to its last step."""
     lasts = {r: max([key[2] for key in alive if key[:2] == r], default=0) for r in recipes}
@@ -130,7 +136,7 @@ def replay(vec: dict, K: int, futility: float = S.FUTILITY, top=None, honest: bo
             break
         if p == 0 and (honest or top is not None):
             # the largest gain on fold 0 first; ties in the check's order of candidates
-            order = sorted(alive, key=lambda key: (-(lambda b, c, m: b - c)(*_counts(vec, key, [0])), keys.index(key)))
+            order = sorted(alive, key=lambda key: (-_net(vec, key, [0]), keys.index(key)))
             drop = set(order[1 if honest else top:])
             alive, stopped = alive - drop, stopped | drop
             if honest:  # fold 0 chose; its held-out samples stay out of the test
